@@ -1,0 +1,157 @@
+"""The ``antsRegistration`` console script and ANTs discovery.
+
+Debian ships no ANTs, so dmriprep_motion installs a console script called
+``antsRegistration`` that forwards its arguments to the ``antsRegistration``
+entry point compiled into antspyx (``ants.lib.antsRegistration(argv)``).  Only
+the compiled extension is loaded (about 30 ms), not the ``ants`` Python package
+(about 2 s), so Nipype's :class:`~nipype.interfaces.ants.Registration` runs it
+unchanged, once per volume, at little cost.
+
+Which ANTs runs
+---------------
+``DMRIPREP_MOTION_ANTS`` selects the backend:
+
+``auto`` (default)
+    A real ``antsRegistration`` found on ``PATH`` (any that is not one of these
+    console scripts) is executed; otherwise antspyx's library runs.
+``antspyx``
+    Always run antspyx's library, even if a real ANTs is installed.
+``system``
+    Require a real ANTs on ``PATH``; fail (exit 127) if there is none.
+
+The pipeline logs the backend, the executable and the ANTs version at start-up
+(see :func:`describe_ants`).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ENV_BACKEND = "DMRIPREP_MOTION_ANTS"
+_MARKER = b"dmriprep_motion.ants"
+
+
+def _is_our_script(path: str | os.PathLike) -> bool:
+    """Tell whether ``path`` is one of our forwarding console scripts."""
+    try:
+        with open(path, "rb") as fobj:
+            head = fobj.read(4096)
+    except OSError:
+        return False
+    return _MARKER in head
+
+
+def find_system_ants(path: str | None = None) -> str | None:
+    """Return the first real ``antsRegistration`` on ``PATH`` (not our shim)."""
+    search = os.environ.get("PATH", "") if path is None else path
+    for folder in search.split(os.pathsep):
+        if not folder:
+            continue
+        candidate = shutil.which("antsRegistration", path=folder)
+        if candidate and not _is_our_script(candidate):
+            return candidate
+    return None
+
+
+def load_ants_library() -> ModuleType:
+    """Load antspyx's compiled extension without importing the ``ants`` package."""
+    spec = importlib.util.find_spec("ants")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("antspyx is not installed (no 'ants' package found)")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    candidates = sorted(folder.glob("lib.*.so")) + sorted(folder.glob("lib.*.pyd"))
+    if not candidates:
+        raise ImportError(f"antspyx's compiled library was not found in {folder}")
+    loader = importlib.machinery.ExtensionFileLoader("ants.lib", str(candidates[0]))
+    libspec = importlib.util.spec_from_file_location("ants.lib", str(candidates[0]), loader=loader)
+    module = importlib.util.module_from_spec(libspec)
+    loader.exec_module(module)
+    return module
+
+
+def resolve_backend() -> tuple[str, str | None]:
+    """Decide which ANTs runs: ``("system", path)`` or ``("antspyx", None)``."""
+    choice = os.environ.get(ENV_BACKEND, "auto").strip().lower() or "auto"
+    if choice not in {"auto", "antspyx", "system"}:
+        raise ValueError(f"{ENV_BACKEND} must be auto, antspyx or system (got {choice!r})")
+    if choice == "antspyx":
+        return "antspyx", None
+    system = find_system_ants()
+    if system is not None:
+        return "system", system
+    if choice == "system":
+        raise FileNotFoundError(f"{ENV_BACKEND}=system but no real antsRegistration is on PATH")
+    return "antspyx", None
+
+
+def describe_ants() -> dict[str, str]:
+    """Describe the ``antsRegistration`` that Nipype will run.
+
+    Returns
+    -------
+    dict
+        ``executable`` (what ``PATH`` resolves), ``backend`` (``antspyx`` or
+        ``system``), ``runs`` (the program that does the work) and ``version``.
+    """
+    executable = shutil.which("antsRegistration") or ""
+    info = {"executable": executable, "backend": "missing", "runs": "", "version": "unknown"}
+    if not executable:
+        return info
+    if _is_our_script(executable):
+        try:
+            backend, real = resolve_backend()
+        except (ValueError, FileNotFoundError) as err:
+            info["backend"] = f"error: {err}"
+            return info
+        info["backend"] = backend
+        info["runs"] = real or "antspyx ants.lib.antsRegistration"
+    else:
+        info["backend"] = "system"
+        info["runs"] = executable
+    try:
+        out = subprocess.run(
+            [executable, "--version"], capture_output=True, text=True, timeout=60, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    for line in out.splitlines():
+        if "Version" in line:
+            info["version"] = line.split(":", 1)[-1].strip()
+            break
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``antsRegistration`` with the command-line arguments."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        backend, real = resolve_backend()
+    except (ValueError, FileNotFoundError) as err:
+        sys.stderr.write(f"antsRegistration: {err}\n")
+        sys.exit(127)
+    if backend == "system":
+        sys.stdout.flush()
+        os.execv(real, [real, *args])
+    try:
+        lib = load_ants_library()
+    except ImportError as err:
+        sys.stderr.write(f"antsRegistration: {err}\n")
+        sys.exit(127)
+    try:
+        code = int(lib.antsRegistration(args))
+    except Exception as err:  # noqa: BLE001 - C++ exceptions surface as RuntimeError
+        sys.stderr.write(f"antsRegistration failed: {err}\n")
+        code = 1
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,293 @@
+"""BIDS input collection, validation and derivatives bookkeeping (no Nipype)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+
+from dmriprep_motion import __version__
+from dmriprep_motion.gradients import GradientError, load_gradient_table, shell_bvalues
+
+LOGGER = logging.getLogger("dmriprep_motion")
+
+DERIVATIVE_SUFFIXES = {
+    "dwi": "desc-preproc_dwi.nii.gz",
+    "bval": "desc-preproc_dwi.bval",
+    "bvec": "desc-preproc_dwi.bvec",
+    "sidecar": "desc-preproc_dwi.json",
+    "dwiref": "dwiref.nii.gz",
+    "mask": "desc-brain_mask.nii.gz",
+    "confounds": "desc-confounds_timeseries.tsv",
+    "confounds_json": "desc-confounds_timeseries.json",
+    "xforms": "from-orig_to-dwiref_mode-image_desc-hmc_xfm.txt",
+}
+
+BIDSIGNORE = """\
+*.html
+logs/
+sub-*/log/
+sub-*/figures/
+*_dwiref.nii.gz
+*_xfm.txt
+*_desc-confounds_timeseries.tsv
+*_desc-confounds_timeseries.json
+*_desc-qc_dwi.tsv
+"""
+
+
+class InputError(Exception):
+    """A problem with the input that ends the run with a BIDS-Apps exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class DWIRun:
+    """One DWI series with its gradients, as found in the BIDS dataset."""
+
+    dwi: Path
+    bval: Path
+    bvec: Path
+    subject: str
+    session: str | None
+    metadata: dict = field(default_factory=dict)
+    shape: tuple[int, ...] = ()
+    bvals: np.ndarray | None = None
+
+    @property
+    def stem(self) -> str:
+        """File name without the ``_dwi`` suffix and extension (e.g. ``sub-01_dir-AP``)."""
+        name = self.dwi.name
+        for ext in (".nii.gz", ".nii"):
+            if name.endswith(ext):
+                name = name[: -len(ext)]
+        return name[: -len("_dwi")] if name.endswith("_dwi") else name
+
+    @property
+    def reldir(self) -> Path:
+        """Derivatives folder relative to the output root (``sub-X[/ses-Y]/dwi``)."""
+        parts = [f"sub-{self.subject}"] + ([f"ses-{self.session}"] if self.session else [])
+        return Path(*parts, "dwi")
+
+    @property
+    def name(self) -> str:
+        """A workflow-safe identifier of the run (entities after ``sub``)."""
+        rest = self.stem.split("_")[1:]
+        return "_".join(part.replace("-", "_") for part in rest) or "dwi"
+
+    @property
+    def mem_gb(self) -> float:
+        """Size of one float32 copy of the series (GB)."""
+        return float(np.prod(self.shape)) * 4 / 1024**3 if self.shape else 1.0
+
+    def derivative(self, output_dir: Path, key: str) -> Path:
+        """Path of derivative ``key`` (see :data:`DERIVATIVE_SUFFIXES`)."""
+        return Path(output_dir) / self.reldir / f"{self.stem}_{DERIVATIVE_SUFFIXES[key]}"
+
+
+def _load_filters(filter_file: Path | None) -> dict:
+    if filter_file is None:
+        return {}
+    try:
+        filters = json.loads(Path(filter_file).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot read the BIDS filter file {filter_file}: {err}", 64) from None
+    if not isinstance(filters, dict):
+        raise InputError(f"the BIDS filter file must hold a JSON object: {filter_file}", 64)
+    return filters.get("dwi", filters)
+
+
+def check_bids_root(bids_dir: Path) -> None:
+    """Fail with exit code 66 (missing) or 16 (not BIDS) unless ``bids_dir`` is a BIDS root."""
+    if not bids_dir.exists():
+        raise InputError(f"BIDS directory not found: {bids_dir}", 66)
+    if not bids_dir.is_dir():
+        raise InputError(f"BIDS directory is not a directory: {bids_dir}", 66)
+    description = bids_dir / "dataset_description.json"
+    if not description.is_file():
+        raise InputError(f"not a BIDS dataset (no dataset_description.json): {bids_dir}", 16)
+    try:
+        json.loads(description.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"invalid dataset_description.json ({err}): {bids_dir}", 16) from None
+
+
+def collect_runs(
+    bids_dir: Path,
+    participants: list[str] | None = None,
+    sessions: list[str] | None = None,
+    filter_file: Path | None = None,
+    b0_threshold: float = 50.0,
+) -> dict[str, list[DWIRun]]:
+    """Find and validate every DWI run to process, grouped by participant.
+
+    Raises
+    ------
+    InputError
+        With the BIDS-Apps exit code: 16 for invalid data, 66 when nothing matches.
+    """
+    from bids import BIDSLayout
+
+    check_bids_root(bids_dir)
+    filters = _load_filters(filter_file)
+    layout = BIDSLayout(str(bids_dir), validate=False, derivatives=False)
+    available = sorted(layout.get_subjects())
+    if not available:
+        raise InputError(f"no participants (sub-*) found in {bids_dir}", 66)
+    wanted = participants or available
+    unknown = sorted(set(wanted) - set(available))
+    if unknown:
+        raise InputError(
+            f"participant(s) not found: {', '.join('sub-' + s for s in unknown)} "
+            f"(available: {', '.join('sub-' + s for s in available)})",
+            66,
+        )
+    query = {"datatype": "dwi", "suffix": "dwi", "extension": [".nii", ".nii.gz"]}
+    query.update(filters)
+    if sessions:
+        query["session"] = sessions
+    runs: dict[str, list[DWIRun]] = {}
+    for subject in wanted:
+        try:
+            files = layout.get(subject=subject, return_type="file", **query)
+        except (ValueError, TypeError) as err:
+            raise InputError(f"invalid BIDS filter ({err})", 64) from None
+        runs[subject] = [_make_run(layout, Path(f), b0_threshold) for f in sorted(files)]
+    empty = [s for s, found in runs.items() if not found]
+    if empty:
+        what = "matching the filters" if (filters or sessions) else "in the dataset"
+        raise InputError(f"no DWI series {what} for {', '.join('sub-' + s for s in empty)}", 66)
+    return runs
+
+
+def _make_run(layout, dwi: Path, b0_threshold: float) -> DWIRun:
+    entities = layout.parse_file_entities(str(dwi))
+    bval = _sidecar_path(layout, dwi, "bval")
+    bvec = _sidecar_path(layout, dwi, "bvec")
+    run = DWIRun(
+        dwi=dwi,
+        bval=bval,
+        bvec=bvec,
+        subject=entities["subject"],
+        session=entities.get("session"),
+        metadata=dict(layout.get_metadata(str(dwi))),
+    )
+    validate_run(run, b0_threshold)
+    return run
+
+
+def _sidecar_path(layout, dwi: Path, ext: str) -> Path:
+    try:
+        found = layout.get_bval(str(dwi)) if ext == "bval" else layout.get_bvec(str(dwi))
+    except Exception:  # noqa: BLE001 - pybids raises several types when nothing is found
+        found = None
+    if not found:
+        raise InputError(f"no .{ext} file for {dwi.name}", 16)
+    return Path(found)
+
+
+def validate_run(run: DWIRun, b0_threshold: float = 50.0) -> None:
+    """Read the image and its gradients in full; raise :class:`InputError` (16) if unusable."""
+    try:
+        img = nb.load(str(run.dwi))
+        shape = img.shape
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types on bad files
+        raise InputError(f"cannot read {run.dwi.name} (corrupted or truncated?): {err}", 16) from None
+    if len(shape) != 4:
+        raise InputError(f"{run.dwi.name} is {len(shape)}D, a 4D series is required", 16)
+    if shape[3] < 3:
+        raise InputError(f"{run.dwi.name} has only {shape[3]} volumes", 16)
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        LOGGER.warning("%s: non-finite voxel values will be set to 0", run.dwi.name)
+    try:
+        gtab = load_gradient_table(run.bval, run.bvec, shape[3], b0_threshold=b0_threshold)
+    except GradientError as err:
+        raise InputError(str(err), 16) from None
+    run.shape = tuple(int(s) for s in shape)
+    run.bvals = gtab.bvals
+    LOGGER.info(
+        "found %s: %d volumes (%d b0), shells %s",
+        run.dwi.name,
+        shape[3],
+        len(gtab.b0_indices),
+        ", ".join(f"{b:g}" for b in shell_bvalues(gtab.bvals, b0_threshold)),
+    )
+
+
+# ---------------------------------------------------------------- writing outputs
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fobj:
+            fobj.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a temporary file and an atomic rename."""
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dataset_description(bids_dir: Path) -> dict:
+    """The ``dataset_description.json`` of the derivatives."""
+    return {
+        "Name": "dmriprep_motion: head-motion corrected diffusion MRI",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [
+            {
+                "Name": "dmriprep_motion",
+                "Version": __version__,
+                "Description": "Leave-one-volume-out head-motion correction for diffusion MRI",
+            }
+        ],
+        "SourceDatasets": [{"URL": Path(bids_dir).absolute().as_uri()}],
+    }
+
+
+def init_output_dir(output_dir: Path, bids_dir: Path) -> None:
+    """Create the derivatives root with ``dataset_description.json`` and ``.bidsignore``.
+
+    Safe when several participants start at once into the same folder: each file
+    is written whole through an atomic rename, and an existing, equivalent
+    description is left untouched.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    desc_file = output_dir / "dataset_description.json"
+    wanted = dataset_description(bids_dir)
+    try:
+        current = json.loads(desc_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        current = None
+    if current != wanted:
+        atomic_write_text(desc_file, json.dumps(wanted, indent=2) + "\n")
+    ignore = output_dir / ".bidsignore"
+    if not ignore.exists() or ignore.read_text() != BIDSIGNORE:
+        atomic_write_text(ignore, BIDSIGNORE)

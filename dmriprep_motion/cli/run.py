@@ -1,0 +1,232 @@
+"""Entry point of ``dmriprep-motion``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from dmriprep_motion.cli.parser import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    EXIT_VALIDATION,
+    build_parser,
+)
+
+LOGGER = logging.getLogger("dmriprep_motion")
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s [dmriprep-motion] %(message)s", "%y%m%d-%H:%M:%S"))
+    LOGGER.handlers[:] = [handler]
+    LOGGER.setLevel(logging.DEBUG if verbose else logging.INFO)
+    LOGGER.propagate = False
+
+
+def configure_nipype(work_dir: Path, verbose: int) -> None:
+    """Nipype settings shipped with the package (see ``data/nipype.cfg``)."""
+    os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry / version check over the network
+    from nipype import config
+    from nipype import logging as nlogging
+
+    from dmriprep_motion.data import load
+
+    config.set_log_dir(str(work_dir))
+    import configparser
+
+    shipped = configparser.ConfigParser()
+    shipped.read(load("nipype.cfg"))
+    sections = {section: dict(shipped[section]) for section in shipped.sections()}
+    if verbose > 1:
+        sections["logging"].update(workflow_level="INFO", interface_level="INFO")
+    config.update_config(sections)
+    nlogging.update_logging(config)
+
+
+class _Progress:
+    """Nipype status callback that logs finished steps (per run, per pass)."""
+
+    _STEPS = {"validate", "b0ref", "mask", "moved", "predict", "register", "merge", "final", "export"}
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.done = 0
+
+    def __call__(self, node, status: str) -> None:
+        if status == "exception":
+            LOGGER.error("failed: %s", node.fullname)
+            return
+        if status != "end":
+            return
+        self.done += 1
+        if node.name in self._STEPS:
+            parts = node.fullname.split(".")
+            where = " / ".join(p.removesuffix("_wf") for p in parts[1:-1])
+            LOGGER.info("[%6.1fs] %s: %s done", time.monotonic() - self.start, where, node.name)
+
+
+def _plugin(opts) -> tuple[str, dict]:
+    if opts.use_plugin is not None:
+        import yaml
+
+        try:
+            spec = yaml.safe_load(opts.use_plugin.read_text()) or {}
+            return spec["plugin"], dict(spec.get("plugin_args", {}) or {})
+        except (yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
+            from dmriprep_motion.bids import InputError
+
+            raise InputError(f"invalid --use-plugin file {opts.use_plugin}: {err}", EXIT_USAGE) from None
+    if opts.nprocs == 1:
+        return "Linear", {}
+    args: dict = {"n_procs": opts.nprocs, "raise_insufficient": False}
+    if opts.mem_mb:
+        args["memory_gb"] = opts.mem_mb / 1024
+    return "MultiProc", args
+
+
+def _log_ants() -> None:
+    from dmriprep_motion.ants import describe_ants
+
+    info = describe_ants()
+    if info["backend"] == "missing":
+        from dmriprep_motion.bids import InputError
+
+        raise InputError("antsRegistration is not on PATH (reinstall dmriprep-motion)", EXIT_FAILURE)
+    LOGGER.info(
+        "ANTs: %s runs %s (%s backend), version %s",
+        info["executable"],
+        info["runs"],
+        info["backend"],
+        info["version"],
+    )
+
+
+def _write_boilerplate(workflow, output_dir: Path) -> Path:
+    text = workflow.visit_desc()
+    path = output_dir / "logs" / "CITATION.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    return path
+
+
+def _write_graph(workflow, work_dir: Path) -> None:
+    try:
+        workflow.write_graph(graph2use="colored", format="svg", simple_form=True)
+    except Exception as err:  # noqa: BLE001 - graphviz may be missing; the .dot is still written
+        LOGGER.warning("workflow graph written as .dot only in %s (%s)", work_dir, err)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse arguments, build and run the workflow; return the exit code."""
+    opts = build_parser().parse_args(argv)
+    _setup_logging(opts.verbose)
+    from dmriprep_motion import __version__
+    from dmriprep_motion.bids import InputError, collect_runs, init_output_dir
+    from dmriprep_motion.models import ModelError
+
+    bids_dir = opts.bids_dir.expanduser().absolute()
+    output_dir = opts.output_dir.expanduser().absolute()
+    work_dir = opts.work_dir.expanduser().absolute()
+    if output_dir == bids_dir or (
+        bids_dir in output_dir.parents and (bids_dir / "derivatives") not in output_dir.parents
+    ):
+        LOGGER.error("the output directory must be outside the BIDS dataset (or below its derivatives/)")
+        return EXIT_USAGE
+    if work_dir == output_dir or work_dir == bids_dir:
+        LOGGER.error("the work directory must differ from the BIDS and output directories")
+        return EXIT_USAGE
+    LOGGER.info("dmriprep-motion %s", __version__)
+    try:
+        runs = collect_runs(
+            bids_dir,
+            participants=opts.participant_label,
+            sessions=opts.session_label,
+            filter_file=opts.bids_filter_file,
+            b0_threshold=opts.b0_threshold,
+        )
+        _validate_bids(bids_dir, opts.skip_bids_validation)
+        plugin, plugin_args = _plugin(opts)
+        configure_nipype(work_dir, opts.verbose)
+        _log_ants()
+        workflow = _build(opts, runs, bids_dir, output_dir, work_dir)
+    except InputError as err:
+        LOGGER.error("%s", err)
+        return err.code
+    except ModelError as err:
+        LOGGER.error("%s", err)
+        return EXIT_USAGE
+
+    citation = _write_boilerplate(workflow, output_dir)
+    if opts.boilerplate_only:
+        LOGGER.info("methods boilerplate written to %s", citation)
+        return EXIT_OK
+    if opts.write_graph:
+        _write_graph(workflow, work_dir)
+    init_output_dir(output_dir, bids_dir)
+    n_runs = sum(len(r) for r in runs.values())
+    LOGGER.info(
+        "processing %d run(s) of %d participant(s) with %s %s; work dir %s",
+        n_runs,
+        len(runs),
+        plugin,
+        json.dumps(plugin_args),
+        work_dir,
+    )
+    start = time.monotonic()
+    plugin_args = {**plugin_args, "status_callback": _Progress()}
+    try:
+        workflow.run(plugin=plugin, plugin_args=plugin_args)
+    except Exception as err:  # noqa: BLE001 - Nipype reports failures as RuntimeError with crash files
+        logs = ", ".join(str(output_dir / f"sub-{s}" / "log") for s in runs)
+        LOGGER.error("processing failed (%s); crash reports in %s", str(err).splitlines()[0], logs)
+        return EXIT_FAILURE
+    from dmriprep_motion.reports.assemble import write_subject_reports
+
+    write_subject_reports(runs, output_dir, work_dir)
+    LOGGER.info("finished in %.1f s; derivatives in %s", time.monotonic() - start, output_dir)
+    return EXIT_OK
+
+
+def _validate_bids(bids_dir: Path, skip: bool) -> None:
+    """Run bids-validator-deno on the input when installed (unless skipped)."""
+    if skip:
+        return
+    from dmriprep_motion.validation import validate_input
+
+    validate_input(bids_dir)
+
+
+def _build(opts, runs, bids_dir: Path, output_dir: Path, work_dir: Path):
+    from dmriprep_motion.workflows.base import Settings, init_dmriprep_motion_wf
+
+    settings = Settings(
+        model=opts.model,
+        transform=opts.transform,
+        passes=opts.passes,
+        b0_threshold=opts.b0_threshold,
+        sloppy=opts.sloppy,
+        seed=opts.seed,
+        registration_config=str(opts.registration_config) if opts.registration_config else None,
+        omp_nthreads=opts.omp_nthreads,
+    )
+    return init_dmriprep_motion_wf(
+        runs=runs, output_dir=output_dir, bids_dir=bids_dir, settings=settings, work_dir=work_dir
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        code = run(argv)
+    except KeyboardInterrupt:
+        LOGGER.error("interrupted; re-run with the same --work-dir to resume")
+        code = 130
+    sys.exit(code)
+
+
+__all__ = ["main", "run", "EXIT_VALIDATION"]

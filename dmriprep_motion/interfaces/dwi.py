@@ -1,0 +1,283 @@
+"""Interfaces that validate, split, average and resample DWI series."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from dmriprep_motion.gradients import load_gradient_table, rotate_bvecs, write_bvecs, write_fsl
+from dmriprep_motion.motion import resample_series, resample_volume, similarity
+
+LOGGER = logging.getLogger("nipype.interface")
+
+
+class DWIInputError(ValueError):
+    """The DWI image cannot be processed (user error)."""
+
+
+def load_dwi(path: str | Path) -> nb.Nifti1Image:
+    """Load a 4D DWI series and check that it can be read in full."""
+    try:
+        img = nb.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types on bad files
+        raise DWIInputError(f"cannot read {Path(path).name}: {err}") from None
+    if data.ndim != 4 or data.shape[3] < 2:
+        raise DWIInputError(f"{Path(path).name} is not a 4D series (shape {data.shape})")
+    return img
+
+
+class _ValidateDWIInputSpec(BaseInterfaceInputSpec):
+    dwi_file = File(exists=True, mandatory=True, desc="4D DWI series (NIfTI)")
+    in_bval = File(exists=True, mandatory=True, desc="FSL b-values")
+    in_bvec = File(exists=True, mandatory=True, desc="FSL b-vectors")
+    b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+
+
+class _ValidateDWIOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="float32 copy of the series (uncompressed, finite)")
+    out_bval = File(exists=True, desc="validated b-values")
+    out_bvec = File(exists=True, desc="validated, unit-norm b-vectors (3 rows)")
+    b0_indices = traits.List(traits.Int, desc="indices of b0 volumes")
+    dwi_indices = traits.List(traits.Int, desc="indices of diffusion-weighted volumes")
+    n_volumes = traits.Int(desc="number of volumes")
+
+
+class ValidateDWI(SimpleInterface):
+    """Check a DWI series and its gradients; write a clean float32 working copy.
+
+    Non-finite voxels are set to zero (and counted in the log); b-vectors are
+    normalised; integer or scaled data become float32.  The input is never
+    modified.
+    """
+
+    input_spec = _ValidateDWIInputSpec
+    output_spec = _ValidateDWIOutputSpec
+
+    def _run_interface(self, runtime):
+        img = load_dwi(self.inputs.dwi_file)
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+        gtab = load_gradient_table(
+            self.inputs.in_bval,
+            self.inputs.in_bvec,
+            data.shape[3],
+            b0_threshold=self.inputs.b0_threshold,
+        )
+        bad = ~np.isfinite(data)
+        if bad.any():
+            LOGGER.warning("%d non-finite voxel values set to 0", int(bad.sum()))
+            data[bad] = 0.0
+        hdr = img.header.copy()
+        hdr.set_data_dtype(np.float32)
+        out = nb.Nifti1Image(data, img.affine, hdr)
+        out.header.set_slope_inter(1.0, 0.0)
+        out_file = Path(runtime.cwd) / "dwi_float.nii"
+        out.to_filename(out_file)
+        bval, bvec = Path(runtime.cwd) / "dwi.bval", Path(runtime.cwd) / "dwi.bvec"
+        write_fsl(gtab.bvals, gtab.bvecs, bval, bvec)
+        self._results.update(
+            out_file=str(out_file),
+            out_bval=str(bval),
+            out_bvec=str(bvec),
+            b0_indices=gtab.b0_indices,
+            dwi_indices=gtab.dwi_indices,
+            n_volumes=int(data.shape[3]),
+        )
+        return runtime
+
+
+class _SplitInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="4D series")
+
+
+class _SplitOutputSpec(TraitedSpec):
+    out_files = traits.List(File(exists=True), desc="one 3D file per volume, in order")
+
+
+class SplitVolumes(SimpleInterface):
+    """Split a 4D series into 3D volumes (uncompressed, float32)."""
+
+    input_spec = _SplitInputSpec
+    output_spec = _SplitOutputSpec
+
+    def _run_interface(self, runtime):
+        img = nb.load(self.inputs.in_file)
+        out = []
+        for i in range(img.shape[3]):
+            fname = Path(runtime.cwd) / f"vol{i:04d}.nii"
+            vol = np.asanyarray(img.dataobj[..., i], dtype=np.float32)
+            nb.Nifti1Image(vol, img.affine, img.header).to_filename(fname)
+            out.append(str(fname))
+        self._results["out_files"] = out
+        return runtime
+
+
+class _ResampleInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="original 4D series")
+    in_xforms = File(exists=True, mandatory=True, desc="(N, 4, 4) RAS+ transforms (.npy)")
+    in_bvec = File(exists=True, mandatory=True, desc="original FSL b-vectors")
+    order = traits.Int(3, usedefault=True, desc="spline order")
+    compress = traits.Bool(False, usedefault=True, desc="write .nii.gz")
+
+
+class _ResampleOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="series resampled onto the reference grid")
+    out_bvec = File(exists=True, desc="b-vectors rotated into the reference frame")
+
+
+class ResampleSeries(SimpleInterface):
+    """Resample each original volume once, with its own transform, and rotate its b-vector."""
+
+    input_spec = _ResampleInputSpec
+    output_spec = _ResampleOutputSpec
+
+    def _run_interface(self, runtime):
+        img = nb.load(self.inputs.in_file)
+        xforms = np.load(self.inputs.in_xforms)
+        data = resample_series(img, xforms, order=self.inputs.order)
+        hdr = img.header.copy()
+        hdr.set_data_dtype(np.float32)
+        ext = ".nii.gz" if self.inputs.compress else ".nii"
+        out_file = Path(runtime.cwd) / f"resampled{ext}"
+        nb.Nifti1Image(data, img.affine, hdr).to_filename(out_file)
+        bvecs = np.loadtxt(self.inputs.in_bvec, ndmin=2).T
+        out_bvec = write_bvecs(rotate_bvecs(bvecs, img.affine, xforms), Path(runtime.cwd) / "rotated.bvec")
+        self._results.update(out_file=str(out_file), out_bvec=str(out_bvec))
+        return runtime
+
+
+class _B0RefInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="4D series")
+    b0_indices = traits.List(traits.Int, mandatory=True, desc="b0 volumes")
+    in_xforms = InputMultiObject(
+        traits.Either(File(exists=True), None), desc="b0-to-reference ITK transforms (None = identity)"
+    )
+
+
+class _B0RefOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="b0 reference (average of aligned b0s)")
+
+
+class B0Reference(SimpleInterface):
+    """Average the b0 volumes after aligning them (one interpolation each)."""
+
+    input_spec = _B0RefInputSpec
+    output_spec = _B0RefOutputSpec
+
+    def _run_interface(self, runtime):
+        from dmriprep_motion.motion import load_itk
+
+        img = nb.load(self.inputs.in_file)
+        xforms = list(self.inputs.in_xforms) if isdefined(self.inputs.in_xforms) else []
+        acc = np.zeros(img.shape[:3], dtype=np.float64)
+        for k, idx in enumerate(self.inputs.b0_indices):
+            vol = np.asanyarray(img.dataobj[..., idx], dtype=np.float32)
+            xfm = xforms[k] if k < len(xforms) and xforms[k] else None
+            if xfm is not None:
+                vol = resample_volume(vol, img.affine, load_itk(xfm), img.affine, img.shape[:3])
+            acc += vol
+        ref = (acc / len(self.inputs.b0_indices)).astype(np.float32)
+        hdr = img.header.copy()
+        hdr.set_data_dtype(np.float32)
+        out_file = Path(runtime.cwd) / "dwiref.nii.gz"
+        nb.Nifti1Image(ref, img.affine, hdr).to_filename(out_file)
+        self._results["out_file"] = str(out_file)
+        return runtime
+
+
+class _MaskInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="b0 reference")
+    in_mask = File(desc="user-supplied brain mask (optional)")
+    dilation = traits.Int(2, usedefault=True, desc="voxels of dilation for the fitting/registration mask")
+
+
+class _MaskOutputSpec(TraitedSpec):
+    out_mask = File(exists=True, desc="brain mask")
+    out_reg_mask = File(exists=True, desc="dilated mask used to fit models and register")
+
+
+class BrainMask(SimpleInterface):
+    """Template-free brain mask of the b0 reference (DIPY ``median_otsu``)."""
+
+    input_spec = _MaskInputSpec
+    output_spec = _MaskOutputSpec
+
+    def _run_interface(self, runtime):
+        from scipy import ndimage as ndi
+
+        ref = nb.load(self.inputs.in_file)
+        if isdefined(self.inputs.in_mask) and self.inputs.in_mask:
+            user = nb.load(self.inputs.in_mask)
+            if user.shape[:3] != ref.shape[:3] or not np.allclose(user.affine, ref.affine, atol=1e-3):
+                raise DWIInputError("the brain mask is not on the grid of the DWI series")
+            mask = np.asanyarray(user.dataobj).reshape(ref.shape[:3]) > 0
+        else:
+            mask = compute_brain_mask(np.asanyarray(ref.dataobj, dtype=np.float32))
+        if not mask.any():
+            raise DWIInputError("the brain mask is empty")
+        reg = ndi.binary_dilation(mask, iterations=self.inputs.dilation) if self.inputs.dilation else mask
+        hdr = ref.header.copy()
+        hdr.set_data_dtype(np.uint8)
+        out_mask = Path(runtime.cwd) / "brain_mask.nii.gz"
+        out_reg = Path(runtime.cwd) / "reg_mask.nii.gz"
+        nb.Nifti1Image(mask.astype(np.uint8), ref.affine, hdr).to_filename(out_mask)
+        nb.Nifti1Image(reg.astype(np.uint8), ref.affine, hdr).to_filename(out_reg)
+        self._results.update(out_mask=str(out_mask), out_reg_mask=str(out_reg))
+        return runtime
+
+
+def compute_brain_mask(b0: np.ndarray) -> np.ndarray:
+    """Brain mask of a b0 image: median Otsu, largest component, holes filled."""
+    from dipy.segment.mask import median_otsu
+    from scipy import ndimage as ndi
+
+    _, mask = median_otsu(b0, median_radius=2, numpass=1)
+    labels, n_labels = ndi.label(mask)
+    if n_labels > 1:
+        sizes = ndi.sum(mask, labels, range(1, n_labels + 1))
+        mask = labels == (int(np.argmax(sizes)) + 1)
+    return ndi.binary_fill_holes(mask)
+
+
+class _SimilarityInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="corrected 4D series")
+    predictions = InputMultiObject(File(exists=True), mandatory=True, desc="last-pass predictions")
+    dwi_indices = traits.List(traits.Int, mandatory=True, desc="volumes the predictions belong to")
+    reference = File(exists=True, mandatory=True, desc="b0 reference (compared with b0 volumes)")
+    in_mask = File(exists=True, mandatory=True, desc="brain mask")
+
+
+class _SimilarityOutputSpec(TraitedSpec):
+    similarity = traits.List(traits.Float, desc="per-volume correlation with its target")
+
+
+class VolumeSimilarity(SimpleInterface):
+    """Correlation, inside the brain, of each corrected volume with what it was registered to."""
+
+    input_spec = _SimilarityInputSpec
+    output_spec = _SimilarityOutputSpec
+
+    def _run_interface(self, runtime):
+        img = nb.load(self.inputs.in_file)
+        mask = np.asanyarray(nb.load(self.inputs.in_mask).dataobj) > 0
+        ref = np.asanyarray(nb.load(self.inputs.reference).dataobj, dtype=np.float32)
+        targets = dict(zip(self.inputs.dwi_indices, self.inputs.predictions, strict=True))
+        out = []
+        for i in range(img.shape[3]):
+            vol = np.asanyarray(img.dataobj[..., i], dtype=np.float32)
+            other = np.asanyarray(nb.load(targets[i]).dataobj) if i in targets else ref
+            out.append(similarity(vol, other, mask))
+        self._results["similarity"] = out
+        return runtime

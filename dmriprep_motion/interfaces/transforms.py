@@ -1,0 +1,137 @@
+"""Interfaces handling per-volume transforms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from dmriprep_motion.motion import load_itk, mask_coordinates, transform_change, write_itk
+
+
+class _ToRASInputSpec(BaseInterfaceInputSpec):
+    in_file = InputMultiObject(File(exists=True), mandatory=True, desc="ANTs output transform")
+
+
+class _ToRASOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the same transform (the file ANTs can read back)")
+    matrix = traits.List(traits.List(traits.Float), desc="4x4 RAS+ reference-to-moving matrix")
+
+
+class ITKToRAS(SimpleInterface):
+    """Convert an ITK/ANTs linear transform to a RAS+ matrix with NiTransforms."""
+
+    input_spec = _ToRASInputSpec
+    output_spec = _ToRASOutputSpec
+
+    def _run_interface(self, runtime):
+        in_file = self.inputs.in_file[-1]
+        self._results["out_file"] = in_file
+        self._results["matrix"] = load_itk(in_file).tolist()
+        return runtime
+
+
+class _MergeInputSpec(BaseInterfaceInputSpec):
+    n_volumes = traits.Int(mandatory=True, desc="volumes in the series")
+    b0_indices = traits.List(traits.Int, mandatory=True, desc="b0 volumes")
+    b0_xforms = InputMultiObject(
+        traits.Either(File(exists=True), None),
+        desc="ITK transforms of b0_indices (the first, the reference, is ignored)",
+    )
+    dwi_indices = traits.List(traits.Int, mandatory=True, desc="diffusion-weighted volumes")
+    dwi_xforms = InputMultiObject(File(exists=True), desc="ITK transforms of dwi_indices")
+    dwi_matrices = traits.List(
+        traits.List(traits.List(traits.Float)), desc="RAS+ matrices of dwi_xforms (else read from them)"
+    )
+    previous = File(exists=True, desc="(N, 4, 4) transforms of the previous pass (.npy)")
+    in_mask = File(exists=True, desc="brain mask to measure the change between passes")
+
+
+class _MergeOutputSpec(TraitedSpec):
+    out_xforms = traits.List(File(exists=True), desc="one ITK transform file per volume")
+    out_ras = File(exists=True, desc="(N, 4, 4) RAS+ transforms (.npy)")
+    out_itk = File(exists=True, desc="all transforms in one ITK text file")
+    change = traits.Float(desc="max over volumes of the mean displacement from the previous pass (mm)")
+    changes = traits.List(traits.Float, desc="per-volume change from the previous pass (mm)")
+
+
+class MergeTransforms(SimpleInterface):
+    """Assemble per-volume transforms in acquisition order.
+
+    The first b0 is the reference (identity); other b0s keep their
+    b0-to-reference transforms; diffusion-weighted volumes take theirs from the
+    registrations (identity when none is given, e.g. before the first pass).
+    """
+
+    input_spec = _MergeInputSpec
+    output_spec = _MergeOutputSpec
+
+    def _run_interface(self, runtime):
+        cwd = Path(runtime.cwd)
+        n = self.inputs.n_volumes
+        mats = np.tile(np.eye(4), (n, 1, 1))
+        files: list[str | None] = [None] * n
+        b0_xforms = list(self.inputs.b0_xforms) if isdefined(self.inputs.b0_xforms) else []
+        dwi_xforms = list(self.inputs.dwi_xforms) if isdefined(self.inputs.dwi_xforms) else []
+        dwi_mats = list(self.inputs.dwi_matrices) if isdefined(self.inputs.dwi_matrices) else []
+        # The first b0 is the reference: its own transform is the identity by definition.
+        _assign(mats, files, self.inputs.b0_indices[1:], b0_xforms[1:], [])
+        _assign(mats, files, self.inputs.dwi_indices, dwi_xforms, dwi_mats)
+        for idx in range(n):
+            if files[idx] is None:
+                files[idx] = str(write_itk(cwd / f"identity_{idx:04d}.txt", np.eye(4)))
+        np.save(cwd / "xforms.npy", mats)
+        write_itk(cwd / "xforms.txt", mats)
+        changes = np.zeros(n)
+        if isdefined(self.inputs.previous) and isdefined(self.inputs.in_mask):
+            points = mask_coordinates(nb.load(self.inputs.in_mask))
+            changes = transform_change(np.load(self.inputs.previous), mats, points)
+        self._results.update(
+            out_xforms=files,
+            out_ras=str(cwd / "xforms.npy"),
+            out_itk=str(cwd / "xforms.txt"),
+            change=float(changes.max()),
+            changes=changes.tolist(),
+        )
+        return runtime
+
+
+def _assign(mats, files, indices, xforms, matrices):
+    """Place per-volume transforms (files, and matrices if given) at their indices."""
+    if not xforms:
+        return
+    if len(xforms) != len(indices) or (matrices and len(matrices) != len(indices)):
+        raise ValueError(f"{len(xforms)} transforms for {len(indices)} volumes")
+    for k, (idx, fname) in enumerate(zip(indices, xforms, strict=True)):
+        mats[idx] = np.asarray(matrices[k], dtype=float) if matrices else load_itk(fname)
+        files[idx] = fname
+
+
+class _SelectInputSpec(BaseInterfaceInputSpec):
+    inlist = traits.List(traits.Any, mandatory=True, desc="per-volume items")
+    indices = traits.List(traits.Int, mandatory=True, desc="items to keep, in this order")
+
+
+class _SelectOutputSpec(TraitedSpec):
+    out = traits.List(traits.Any, desc="selected items")
+
+
+class SelectItems(SimpleInterface):
+    """Select items of a per-volume list (a picklable ``nipype.utility.Select``)."""
+
+    input_spec = _SelectInputSpec
+    output_spec = _SelectOutputSpec
+
+    def _run_interface(self, runtime):
+        self._results["out"] = [self.inputs.inlist[i] for i in self.inputs.indices]
+        return runtime

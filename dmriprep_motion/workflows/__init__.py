@@ -1,0 +1,1 @@
+"""Nipype workflows of dmriprep_motion."""

@@ -1,0 +1,172 @@
+"""The head-motion correction workflow of one DWI series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+from dmriprep_motion.data import registration_preset
+from dmriprep_motion.interfaces.confounds import MotionConfounds
+from dmriprep_motion.interfaces.dwi import ResampleSeries, VolumeSimilarity
+from dmriprep_motion.models import MODEL_NAMES
+from dmriprep_motion.workflows.passes import PASS_INPUTS, init_hmc_pass_wf
+from dmriprep_motion.workflows.reference import init_dwi_reference_wf
+
+OUTPUTS = [
+    "dwi_file", "out_bval", "out_bvec", "dwiref", "brain_mask", "xforms", "xforms_ras",
+    "confounds", "confounds_metadata", "similarity", "pass_changes", "predictions",
+]  # fmt: skip
+
+_MODEL_DESC = {
+    "b0": "the b0 reference",
+    "avgdwi": "the average of the other volumes of the same shell",
+    "dti": "a diffusion tensor model (DIPY, weighted least squares)",
+    "dki": "a diffusion kurtosis model (DIPY, weighted least squares)",
+    "gp": (
+        "a Gaussian process over gradient directions and b-values (spherical covariance, "
+        "hyper-parameters chosen by closed-form leave-one-out error, in the spirit of FSL eddy)"
+    ),
+}
+
+
+def init_dwi_motion_wf(
+    *,
+    model: str = "gp",
+    transform: str = "Rigid",
+    passes: int = 2,
+    b0_threshold: float = 50.0,
+    sloppy: bool = False,
+    seed: int | None = None,
+    registration_config: str | Path | None = None,
+    omp_nthreads: int = 1,
+    mem_gb: float = 1.0,
+    name: str = "dwi_motion_wf",
+) -> Workflow:
+    """Leave-one-volume-out head-motion correction of one DWI series.
+
+    Can be used on its own or as a sub-workflow of another pipeline.
+
+    Parameters
+    ----------
+    model : {"b0", "avgdwi", "dti", "dki", "gp"}
+        Signal model predicting each diffusion-weighted volume from the others.
+    transform : {"Rigid", "Affine"}
+        Transform estimated for diffusion-weighted volumes (b0s are always rigid).
+    passes : int
+        Unrolled estimation passes; each starts from the previous one's transforms.
+    b0_threshold : float
+        Volumes with ``bval <= b0_threshold`` are b0s.
+    sloppy : bool
+        Fast, less accurate ANTs settings (for tests).
+    seed : int or None
+        Random seed of ANTs and of voxel subsampling.
+    registration_config : path or None
+        JSON file of ANTs settings replacing the packaged volume-to-prediction preset.
+    omp_nthreads : int
+        Threads of each registration.
+    mem_gb : float
+        Size of one in-memory copy of the series (GB), for node resource hints.
+
+    Inputs
+    ------
+    dwi_file : 4D NIfTI series
+    in_bval, in_bvec : FSL gradient files
+    in_mask : optional brain mask on the grid of the series
+
+    Outputs
+    -------
+    dwi_file : corrected series (same volumes, same order, native grid)
+    out_bval, out_bvec : b-values and rotated b-vectors (FSL convention)
+    dwiref : b0 reference; brain_mask : brain mask
+    xforms : ITK file with one transform per volume (reference to original)
+    xforms_ras : (N, 4, 4) RAS+ transforms (.npy)
+    confounds, confounds_metadata : motion parameters (TSV) and their description (JSON)
+    similarity : per-volume correlation with the prediction it was registered to
+    pass_changes : per pass, the largest change of a transform (mm)
+    predictions : last pass's predicted volumes
+    """
+    if model not in MODEL_NAMES:
+        raise ValueError(f"model must be one of {MODEL_NAMES}")
+    if transform not in ("Rigid", "Affine"):
+        raise ValueError("transform must be Rigid or Affine")
+    if passes < 1:
+        raise ValueError("passes must be >= 1")
+    settings = registration_config or registration_preset("dwi", transform, sloppy)
+
+    workflow = Workflow(name=name)
+    workflow.__desc__ = (
+        f"Head motion was estimated with *dmriprep_motion*, leaving one volume out: each "
+        f"diffusion-weighted volume was predicted from all the others by {_MODEL_DESC[model]}, "
+        f"and registered to its prediction with a {transform.lower()} transform "
+        f"(`antsRegistration`, ANTs [@ants]). Estimation was repeated for {passes} pass(es), "
+        "each pass fitting the model to the series moved by the previous pass's estimates and "
+        "starting the registrations from them. b-vectors were rotated by the estimated "
+        "rotations, and each volume was resampled once onto the native grid of the b0 "
+        "reference (cubic B-spline), keeping all volumes in their acquired order."
+    )
+    inputnode = pe.Node(
+        niu.IdentityInterface(fields=["dwi_file", "in_bval", "in_bvec", "in_mask"]), name="inputnode"
+    )
+    outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUTS), name="outputnode")
+    reference_wf = init_dwi_reference_wf(
+        b0_settings=registration_preset("b0", "Rigid", sloppy),
+        b0_threshold=b0_threshold,
+        seed=seed,
+        omp_nthreads=omp_nthreads,
+        mem_gb=mem_gb,
+    )
+    changes = pe.Node(niu.Merge(passes), name="changes", run_without_submitting=True)
+    final = pe.Node(ResampleSeries(order=3, compress=True), name="final", mem_gb=2 * mem_gb)
+    similarity = pe.Node(VolumeSimilarity(), name="similarity", mem_gb=mem_gb)
+    confounds = pe.Node(MotionConfounds(transform=transform), name="confounds")
+
+    shared = [(f, f) for f in PASS_INPUTS if f not in ("init_xforms", "init_ras")]
+    previous = (reference_wf, "outputnode.init_xforms", "outputnode.init_ras")
+    connections = []
+    for index in range(1, passes + 1):
+        pass_wf = init_hmc_pass_wf(
+            pass_index=index,
+            model=model,
+            settings=settings,
+            b0_threshold=b0_threshold,
+            seed=seed,
+            omp_nthreads=omp_nthreads,
+            mem_gb=mem_gb,
+        )
+        connections += [
+            (reference_wf, pass_wf, [(f"outputnode.{a}", f"inputnode.{b}") for a, b in shared]),
+            (previous[0], pass_wf, [(previous[1], "inputnode.init_xforms"),
+                                    (previous[2], "inputnode.init_ras")]),
+            (pass_wf, changes, [("outputnode.change", f"in{index}")]),
+        ]  # fmt: skip
+        previous = (pass_wf, "outputnode.out_xforms", "outputnode.out_ras")
+    last = previous[0]
+
+    # fmt: off
+    workflow.connect(connections + [
+        (inputnode, reference_wf, [("dwi_file", "inputnode.dwi_file"), ("in_bval", "inputnode.in_bval"),
+                                   ("in_bvec", "inputnode.in_bvec"), ("in_mask", "inputnode.in_mask")]),
+        (reference_wf, final, [("outputnode.dwi_file", "in_file"), ("outputnode.in_bvec", "in_bvec")]),
+        (last, final, [("outputnode.out_ras", "in_xforms")]),
+        (final, similarity, [("out_file", "in_file")]),
+        (last, similarity, [("outputnode.predictions", "predictions")]),
+        (reference_wf, similarity, [("outputnode.dwi_indices", "dwi_indices"),
+                                    ("outputnode.dwiref", "reference"),
+                                    ("outputnode.brain_mask", "in_mask")]),
+        (last, confounds, [("outputnode.out_ras", "in_xforms")]),
+        (reference_wf, confounds, [("outputnode.in_bval", "in_bval")]),
+        (similarity, confounds, [("similarity", "similarity")]),
+        (final, outputnode, [("out_file", "dwi_file"), ("out_bvec", "out_bvec")]),
+        (reference_wf, outputnode, [("outputnode.in_bval", "out_bval"), ("outputnode.dwiref", "dwiref"),
+                                    ("outputnode.brain_mask", "brain_mask")]),
+        (last, outputnode, [("outputnode.out_itk", "xforms"), ("outputnode.out_ras", "xforms_ras"),
+                            ("outputnode.predictions", "predictions")]),
+        (confounds, outputnode, [("out_file", "confounds"), ("out_metadata", "confounds_metadata")]),
+        (similarity, outputnode, [("similarity", "similarity")]),
+        (changes, outputnode, [("out", "pass_changes")]),
+    ])
+    # fmt: on
+    return workflow
