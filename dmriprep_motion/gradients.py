@@ -60,7 +60,7 @@ class GradientTable:
         return shell_labels(self.bvals, self.b0_threshold)
 
 
-def _read_numbers(path: Path, kind: str) -> np.ndarray:
+def _read_numbers(path: Path, kind: str, allow_nan: bool = False) -> np.ndarray:
     if not path.exists():
         raise GradientError(f"{kind} file not found: {path}")
     text = path.read_text(errors="replace").strip()
@@ -74,7 +74,7 @@ def _read_numbers(path: Path, kind: str) -> np.ndarray:
     if len({len(row) for row in rows}) != 1:
         raise GradientError(f"{kind} file has rows of different lengths: {path}")
     values = np.array(rows, dtype=float)
-    if not np.all(np.isfinite(values)):
+    if not allow_nan and not np.all(np.isfinite(values)):
         raise GradientError(f"{kind} file contains NaN or infinite values: {path}")
     return values
 
@@ -92,7 +92,7 @@ def read_bvals(path: str | Path) -> np.ndarray:
 
 def read_bvecs(path: str | Path, n_volumes: int | None = None) -> np.ndarray:
     """Read an FSL ``.bvec`` file (3×N, or N×3 which is transposed) as an (N, 3) array."""
-    values = _read_numbers(Path(path), "bvec")
+    values = _read_numbers(Path(path), "bvec", allow_nan=True)  # b0 rows are checked later
     if values.shape[0] == 3 and (n_volumes is None or values.shape[1] == n_volumes):
         return values.T.copy()
     if values.shape[1] == 3 and (n_volumes is None or values.shape[0] == n_volumes):
@@ -167,6 +167,10 @@ def load_gradient_table(
             f"{Path(bvec_file).name} lists {bvecs.shape[0]} b-vectors but the DWI has {n_volumes} volumes"
         )
     b0 = bvals <= b0_threshold
+    nonfinite = ~np.isfinite(bvecs).all(axis=1)
+    if (nonfinite & ~b0).any():
+        first = int(np.flatnonzero(nonfinite & ~b0)[0])
+        raise GradientError(f"{Path(bvec_file).name}: b-vector {first} is not finite (NaN/Inf)")
     if not b0.any():
         raise GradientError(
             f"no b0 volume (b <= {b0_threshold:g}) in {Path(bval_file).name}; "
@@ -174,6 +178,7 @@ def load_gradient_table(
         )
     if b0.all():
         raise GradientError(f"all volumes are b0 in {Path(bval_file).name}: nothing to correct")
+    bvecs = np.where(nonfinite[:, None], 0.0, bvecs)
     norms = np.linalg.norm(bvecs, axis=1)
     bad = ~b0 & (np.abs(norms - 1.0) > norm_tolerance)
     if bad.any():

@@ -220,9 +220,15 @@ def _build(opts, runs, bids_dir: Path, output_dir: Path, work_dir: Path):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point (``dmriprep-motion demo ...`` runs the demo)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        code = run(argv)
+        if argv[:1] == ["demo"]:
+            from dmriprep_motion.cli.demo import main as demo
+
+            code = demo(argv[1:])
+        else:
+            code = run(argv)
     except KeyboardInterrupt:
         LOGGER.error("interrupted; re-run with the same --work-dir to resume")
         code = 130

@@ -1,0 +1,59 @@
+"""Shared fixtures: the real ds-xa30 dataset and one end-to-end run reused by many tests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DS_XA30 = (ROOT / ".." / "shared" / "data" / "ds-xa30").resolve()
+
+#: Settings of the shared end-to-end run (fast, still real: two passes of ANTs).
+E2E_ARGS = ["--sloppy", "--nprocs", "2", "--passes", "2", "--seed", "42"]
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``folder`` (and its mode), keyed by relative path."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            out[path.relative_to(folder).as_posix()] = f"{digest}:{oct(path.stat().st_mode)}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def ds_xa30() -> Path:
+    """The shared real dataset (required: the suite fails, not skips, without it)."""
+    if not (DS_XA30 / "dataset_description.json").is_file():
+        pytest.fail(f"ds-xa30 not found at {DS_XA30} (expected ../shared/data/ds-xa30)")
+    return DS_XA30
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ants_on_path():
+    """Make sure the antsRegistration console script of this environment is found first."""
+    bindir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    assert shutil.which("antsRegistration"), "antsRegistration console script is not installed"
+
+
+@pytest.fixture(scope="session")
+def xa30_run(ds_xa30, tmp_path_factory):
+    """Run the CLI once on ds-xa30 sub-01 (both runs); return (output_dir, work_dir, digest_before)."""
+    from dmriprep_motion.cli.run import run
+
+    base = tmp_path_factory.mktemp("xa30_e2e")
+    before = tree_digest(ds_xa30)
+    out, work = base / "out", base / "work"
+    code = run(
+        [str(ds_xa30), str(out), "participant", "--participant-label", "01", "-w", str(work), *E2E_ARGS]
+    )
+    assert code == 0, "end-to-end run on ds-xa30 failed"
+    return out, work, before

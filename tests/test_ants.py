@@ -1,0 +1,83 @@
+"""The antsRegistration console script and ANTs discovery."""
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from dmriprep_motion import ants
+
+
+def test_console_script_runs_antspyx_library():
+    exe = shutil.which("antsRegistration")
+    assert exe and ants._is_our_script(exe)
+    env = {**os.environ, ants.ENV_BACKEND: "antspyx"}
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0
+    assert "ANTs Version" in proc.stdout
+
+
+def test_library_loads_without_importing_ants_package():
+    code = (
+        "import sys; from dmriprep_motion.ants import load_ants_library; "
+        "lib = load_ants_library(); assert 'ants' not in sys.modules; "
+        "assert hasattr(lib, 'antsRegistration')"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bad_arguments_return_nonzero():
+    proc = subprocess.run(
+        [shutil.which("antsRegistration"), "--not-an-option"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode != 0
+
+
+def _fake_ants(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    fake = folder / "antsRegistration"
+    fake.write_text("#!/bin/sh\necho 'ANTs Version: 9.9.9-fake'\necho \"args: $*\"\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return fake
+
+
+def test_real_ants_on_path_is_not_shadowed(tmp_path):
+    """A real ANTs later on PATH runs instead of antspyx (auto), and is described as such."""
+    fake = _fake_ants(tmp_path / "ants" / "bin")
+    ours = str(Path(shutil.which("antsRegistration")).parent)
+    env = {**os.environ, "PATH": os.pathsep.join([ours, str(fake.parent), "/usr/bin", "/bin"])}
+    env.pop(ants.ENV_BACKEND, None)
+    proc = subprocess.run(
+        ["antsRegistration", "--version"], capture_output=True, text=True, env=env, check=False
+    )
+    assert "9.9.9-fake" in proc.stdout
+    forced = subprocess.run(
+        ["antsRegistration", "--version"],
+        capture_output=True,
+        text=True,
+        env={**env, ants.ENV_BACKEND: "antspyx"},
+        check=False,
+    )
+    assert "9.9.9-fake" not in forced.stdout and "ANTs Version" in forced.stdout
+
+
+def test_describe_reports_backend(monkeypatch, tmp_path):
+    fake = _fake_ants(tmp_path / "bin")
+    ours = str(Path(shutil.which("antsRegistration")).parent)
+    monkeypatch.setenv("PATH", os.pathsep.join([ours, str(fake.parent), "/usr/bin", "/bin"]))
+    monkeypatch.delenv(ants.ENV_BACKEND, raising=False)
+    info = ants.describe_ants()
+    assert info["backend"] == "system" and info["runs"] == str(fake) and info["version"] == "9.9.9-fake"
+    monkeypatch.setenv(ants.ENV_BACKEND, "antspyx")
+    info = ants.describe_ants()
+    assert info["backend"] == "antspyx" and info["version"].startswith("v2.")
+
+
+def test_system_backend_without_ants_fails(monkeypatch):
+    ours = str(Path(shutil.which("antsRegistration")).parent)
+    monkeypatch.setenv("PATH", os.pathsep.join([ours, "/usr/bin", "/bin"]))
+    monkeypatch.setenv(ants.ENV_BACKEND, "system")
+    proc = subprocess.run(["antsRegistration", "--version"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 127 and "no real antsRegistration" in proc.stderr

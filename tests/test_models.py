@@ -1,0 +1,102 @@
+"""Leave-one-volume-out models on DIPY's real small_64D crop and on ds-xa30."""
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+from dmriprep_motion.gradients import load_gradient_table
+from dmriprep_motion.models import MODEL_NAMES, ModelError, choose_model, get_model
+
+
+@pytest.fixture(scope="module")
+def small_64d():
+    from dipy.data import get_fnames
+
+    fimg, fbval, fbvec = get_fnames(name="small_64D")
+    data = np.asanyarray(nb.load(fimg).dataobj, dtype=np.float32)
+    gtab = load_gradient_table(fbval, fbvec, data.shape[-1])
+    voxels = data.reshape(-1, data.shape[-1])
+    voxels = voxels[voxels[:, 0] > np.percentile(voxels[:, 0], 20)]
+    return voxels, gtab
+
+
+def _rel_rmse(pred, truth):
+    return float(np.sqrt(np.mean((pred - truth) ** 2)) / truth.mean())
+
+
+@pytest.mark.parametrize("name", ["b0", "avgdwi", "dti", "gp"])
+def test_target_never_enters_its_own_fit(small_64d, name):
+    data, gtab = small_64d
+    model = get_model(name)
+    target = gtab.dwi_indices[7]
+    reference = model.predict(data, gtab.bvals, gtab.bvecs, target)
+    corrupted = data.copy()
+    corrupted[:, target] = np.random.default_rng(1).uniform(0, 5000, size=data.shape[0])
+    assert np.array_equal(model.predict(corrupted, gtab.bvals, gtab.bvecs, target), reference)
+
+
+def test_dki_never_uses_target_multishell(small_64d):
+    data, gtab = small_64d
+    bvals = gtab.bvals.copy()
+    bvals[1::2][bvals[1::2] > 0] = 2000  # a synthetic second shell (labels only)
+    model = get_model("dki")
+    target = 5
+    ref = model.predict(data, bvals, gtab.bvecs, target)
+    corrupted = data.copy()
+    corrupted[:, target] = 1.0
+    assert np.array_equal(model.predict(corrupted, bvals, gtab.bvecs, target), ref)
+
+
+def test_excluded_volumes_do_not_enter_the_fit(small_64d):
+    data, gtab = small_64d
+    model = get_model("gp")
+    train = np.ones(gtab.bvals.size, dtype=bool)
+    train[[10, 11]] = False
+    ref = model.predict(data, gtab.bvals, gtab.bvecs, 3, train=train)
+    corrupted = data.copy()
+    corrupted[:, [10, 11]] = 0.0
+    assert np.array_equal(model.predict(corrupted, gtab.bvals, gtab.bvecs, 3, train=train), ref)
+
+
+def test_signal_models_beat_the_shell_average(small_64d):
+    data, gtab = small_64d
+    errors = {name: [] for name in ("avgdwi", "dti", "gp")}
+    for target in gtab.dwi_indices[::8]:
+        for name in errors:
+            pred = get_model(name).predict(data, gtab.bvals, gtab.bvecs, target)
+            errors[name].append(_rel_rmse(pred, data[:, target]))
+    mean = {k: np.mean(v) for k, v in errors.items()}
+    assert mean["dti"] < 0.8 * mean["avgdwi"]
+    assert mean["gp"] < 0.8 * mean["avgdwi"]
+
+
+def test_predictions_are_finite_and_nonnegative(small_64d):
+    data, gtab = small_64d
+    for name in ("b0", "avgdwi", "dti", "gp"):
+        pred = get_model(name).predict(data, gtab.bvals, gtab.bvecs, 2)
+        assert pred.shape == (data.shape[0],)
+        assert np.isfinite(pred).all() and (pred >= 0).all()
+
+
+def test_dki_refuses_single_shell(small_64d):
+    _, gtab = small_64d
+    with pytest.raises(ModelError, match="shells"):
+        get_model("dki").check(gtab.bvals, gtab.bvecs)
+
+
+def test_dti_refuses_too_few_directions():
+    bvals = np.array([0, 1000, 1000, 1000, 1000, 1000])
+    with pytest.raises(ModelError, match="at least 7"):
+        get_model("dti").check(bvals, np.zeros((6, 3)))
+
+
+def test_unknown_model():
+    with pytest.raises(ModelError, match="unknown model"):
+        get_model("nope")
+
+
+def test_auto_model_choice():
+    assert choose_model(np.array([0] + [1000] * 30))[0] == "gp"
+    assert choose_model(np.array([0, 1000, 1000, 1000, 1000, 1000]))[0] == "avgdwi"
+    assert choose_model(np.array([0, 1000, 1000]))[0] == "b0"
+    assert set(MODEL_NAMES) == {"b0", "avgdwi", "dti", "dki", "gp"}

@@ -1,0 +1,90 @@
+"""Transforms: ITK I/O and RAS conversion, parameters, FD, errors and resampling."""
+
+import nibabel as nb
+import numpy as np
+import pytest
+from nitransforms.io.itk import ITKLinearTransform
+
+from dmriprep_motion.motion import (
+    euler_from_matrix,
+    framewise_displacement,
+    load_itk,
+    load_itk_series,
+    matrix_from_params,
+    motion_parameters,
+    polar_decomposition,
+    resample_volume,
+    transform_errors,
+    write_itk,
+)
+
+
+def test_euler_round_trip():
+    params = np.array([1.5, -2.0, 0.25, 0.03, -0.05, 0.08])
+    mat = matrix_from_params(params)
+    assert np.allclose(euler_from_matrix(mat[:3, :3]), params[3:])
+    assert np.allclose(motion_parameters(mat[None])[0], params)
+
+
+def test_itk_round_trip_matches_nitransforms(tmp_path):
+    mat = matrix_from_params([3.0, -1.0, 2.0, 0.1, 0.02, -0.07])
+    write_itk(tmp_path / "one.txt", mat)
+    assert np.allclose(load_itk(tmp_path / "one.txt"), mat, atol=1e-10)
+    # NiTransforms' own writer (6 significant digits) reads back to the same matrix.
+    ITKLinearTransform.from_ras(mat).to_filename(str(tmp_path / "nt.mat"))
+    assert np.allclose(load_itk(tmp_path / "nt.mat"), mat, atol=1e-5)
+    series = np.stack([np.eye(4), mat, np.linalg.inv(mat)])
+    write_itk(tmp_path / "series.txt", series)
+    assert np.allclose(load_itk_series(tmp_path / "series.txt"), series, atol=1e-10)
+
+
+def test_itk_file_is_lps():
+    """A +x (right) RAS translation is written as -x in ITK's LPS parameters."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_itk(Path(tmp) / "t.txt", matrix_from_params([2.0, 0, 0, 0, 0, 0]))
+        params = [float(v) for v in path.read_text().split("Parameters:")[1].split("\n")[0].split()]
+    assert params[9] == pytest.approx(-2.0)
+
+
+def test_framewise_displacement():
+    params = np.zeros((3, 6))
+    params[1, 0] = 1.0  # 1 mm
+    params[2, 3] = 0.01  # 0.01 rad -> 0.5 mm at 50 mm
+    fd = framewise_displacement(params)
+    assert np.isnan(fd[0])
+    assert fd[1] == pytest.approx(1.0)
+    assert fd[2] == pytest.approx(1.0 + 0.5)
+
+
+def test_polar_decomposition_separates_rotation():
+    rot = matrix_from_params([0, 0, 0, 0.1, -0.2, 0.05])
+    stretch = np.eye(4)
+    stretch[:3, :3] = [[1.05, 0.02, 0], [0.02, 0.97, 0.01], [0, 0.01, 1.0]]
+    r, s = polar_decomposition(rot @ stretch)
+    assert np.allclose(r, rot[:3, :3])
+    assert np.allclose(s, stretch[:3, :3])
+
+
+def test_transform_errors():
+    points = np.random.default_rng(0).uniform(-60, 60, size=(500, 3))
+    truth = matrix_from_params([1, 2, 3, 0.02, 0.01, -0.03])
+    est = truth.copy()
+    est[:3, 3] += [0.3, 0, 0]
+    err = transform_errors(est[None], truth[None], points)
+    assert err["mean_disp"][0] == pytest.approx(0.3)
+    assert err["rot_err"][0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_resample_recovers_shift():
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    grid = np.mgrid[0:20, 0:20, 0:20].astype(float)
+    vol = np.exp(-((grid - 10.0) ** 2).sum(0) / 20.0)
+    shift = np.eye(4)
+    shift[0, 3] = 4.0  # reference point x maps to x + 4 mm = 2 voxels
+    out = resample_volume(vol, affine, shift, affine, vol.shape)
+    centre = np.unravel_index(np.argmax(out), out.shape)
+    assert centre == (8, 10, 10)
+    nb.Nifti1Image(out, affine)  # valid image
