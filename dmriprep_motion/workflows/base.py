@@ -14,6 +14,7 @@ from dmriprep_motion.bids import DWIRun
 from dmriprep_motion.models import choose_model, get_model
 from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
 from dmriprep_motion.workflows.outputs import DERIVATIVE_INPUTS, init_dwi_derivatives_wf
+from dmriprep_motion.workflows.reports import REPORT_INPUTS, init_dwi_reports_wf
 
 LOGGER = logging.getLogger("dmriprep_motion")
 
@@ -122,6 +123,23 @@ def init_single_subject_wf(
         )
         fields = [f for f in DERIVATIVE_INPUTS if f != "qc"]
         workflow.connect([(motion_wf, outputs_wf, [(f"outputnode.{f}", f"inputnode.{f}") for f in fields])])
+
+        # Visual report and QC metrics (the metrics also go into the derivatives).
+        reports_wf = init_dwi_reports_wf(
+            output_dir=output_dir,
+            subject=run.subject,
+            stem=run.stem,
+            settings=settings.as_metadata(model),
+            b0_threshold=settings.b0_threshold,
+            mem_gb=run.mem_gb,
+            name=f"{run.name}_reports_wf",
+        )
+        sources = {"dwi_file": "dwi_file", "in_bval": "out_bval", "out_bvec": "out_bvec"}
+        workflow.connect([
+            (motion_wf, reports_wf, [(f"outputnode.{sources.get(f, f)}", f"inputnode.{f}")
+                                     for f in REPORT_INPUTS]),
+            (reports_wf, outputs_wf, [("outputnode.qc", "inputnode.qc")]),
+        ])  # fmt: skip
     return workflow
 
 
@@ -144,9 +162,12 @@ def init_dmriprep_motion_wf(
             bids_dir=bids_dir,
             settings=settings,
         )
-        single.config["execution"] = {
-            "crashdump_dir": str(Path(output_dir).absolute() / f"sub-{subject}" / "log"),
-        }
+        crashdump_dir = str(Path(output_dir).absolute() / f"sub-{subject}" / "log")
+        single.config["execution"] = {"crashdump_dir": crashdump_dir}
+        # Nipype only merges the *top-level* workflow's config into its nodes: set the
+        # crash folder on every node so crash files land in sub-X/log/ (listed by the report).
+        for node in all_nodes(single):
+            node.config = {"execution": {"crashdump_dir": crashdump_dir}}
         workflow.add_nodes([single])
     return workflow
 

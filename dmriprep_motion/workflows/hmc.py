@@ -20,6 +20,10 @@ OUTPUTS = [
     "confounds", "confounds_metadata", "similarity", "pass_changes", "predictions",
 ]  # fmt: skip
 
+#: Extra outputs for the visual report (original series and b-vectors, volume indices,
+#: per-pass per-volume changes of the transforms).
+REPORT_OUTPUTS = ["dwi_orig", "bvec_orig", "dwi_indices", "pass_volume_changes"]
+
 _MODEL_DESC = {
     "b0": "the b0 reference",
     "avgdwi": "the average of the other volumes of the same shell",
@@ -110,7 +114,7 @@ def init_dwi_motion_wf(
     inputnode = pe.Node(
         niu.IdentityInterface(fields=["dwi_file", "in_bval", "in_bvec", "in_mask"]), name="inputnode"
     )
-    outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUTS), name="outputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUTS + REPORT_OUTPUTS), name="outputnode")
     reference_wf = init_dwi_reference_wf(
         b0_settings=registration_preset("b0", "Rigid", sloppy),
         b0_threshold=b0_threshold,
@@ -168,5 +172,23 @@ def init_dwi_motion_wf(
         (similarity, outputnode, [("similarity", "similarity")]),
         (changes, outputnode, [("out", "pass_changes")]),
     ])
+    # fmt: on
+
+    # Outputs for the visual report (issue #4): kept apart from the estimation graph above.
+    volume_changes = pe.Node(
+        niu.Merge(passes, no_flatten=True), name="volume_changes", run_without_submitting=True
+    )
+    pass_wfs = [workflow.get_node(f"hmc_pass{index:02d}_wf") for index in range(1, passes + 1)]
+    # fmt: off
+    workflow.connect(
+        [(pass_wf, volume_changes, [("outputnode.changes", f"in{index}")])
+         for index, pass_wf in enumerate(pass_wfs, start=1)]
+        + [
+            (reference_wf, outputnode, [("outputnode.dwi_file", "dwi_orig"),
+                                        ("outputnode.in_bvec", "bvec_orig"),
+                                        ("outputnode.dwi_indices", "dwi_indices")]),
+            (volume_changes, outputnode, [("out", "pass_volume_changes")]),
+        ]
+    )
     # fmt: on
     return workflow
