@@ -84,6 +84,7 @@ def plot_motion(
     """
     plt = _pyplot()
     from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     affine = [c for c in conf if c.startswith(("scale_", "shear_"))]
     n_rows = 4 if affine else 3
@@ -114,6 +115,7 @@ def plot_motion(
         ax.grid(axis="y", lw=0.3, alpha=0.6)
     axes[-1].set_xlabel("volume")
     axes[-1].set_xlim(-0.5, vols.size - 0.5)
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, _ = axes[0].get_legend_handles_labels()
     handles += [Patch(color=shell_color(k), alpha=0.3, label=v) for k, v in names.items()]
     if flags.any():
@@ -199,10 +201,11 @@ def plot_convergence(changes: list[list[float]], out: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.4))
     passes = np.arange(1, len(changes) + 1)
     rng = np.random.default_rng(0)
-    floor = 1e-4
     maxima, medians = [], []
     for p, values in zip(passes, changes, strict=True):
-        values = np.maximum(np.asarray(values, dtype=float), floor)
+        values = np.asarray(values, dtype=float)
+        # Exactly zero: volumes never registered in a pass (the reference b0); not drawn on a log axis.
+        values = values[values > 0] if (values > 0).any() else np.full(1, 1e-6)
         jitter = rng.uniform(-0.12, 0.12, values.size)
         ax.scatter(p + jitter, values, s=12, color="#0072b2", alpha=0.6, lw=0)
         maxima.append(values.max())
@@ -233,6 +236,7 @@ def plot_similarity(
     """Per-volume similarity to the registration target, outliers flagged."""
     plt = _pyplot()
     from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(9, 3.2))
     vols = np.arange(np.asarray(similarity).size)
@@ -251,6 +255,7 @@ def plot_similarity(
     )
     ax.set_ylim(max(0.0, low - 0.05), 1.0)
     ax.set_xlim(-0.5, vols.size - 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("volume")
     ax.set_ylabel("correlation with target")
     names = _shell_names(np.asarray(bvals), labels)
@@ -287,8 +292,23 @@ def _mosaic_svg(
     from io import StringIO
 
     n_cols = max(len(c) for c in cuts)
-    fig, axes = plt.subplots(3, n_cols, figsize=(1.6 * n_cols, 4.8), facecolor="black")
+    # Physical extent (mm) of the brain's bounding box, to size rows without empty bands.
+    coords = np.argwhere(mask) if mask.any() else np.argwhere(np.ones(mask.shape, dtype=bool))
+    extent = (coords.max(axis=0) - coords.min(axis=0) + 1) * np.asarray(zooms) * 1.15
+    heights = [extent[2], extent[2], extent[1]]  # sagittal, coronal, axial rows
+    col_width = max(extent[1], extent[0])
+    width = 10.0
+    height = width * sum(heights) / (n_cols * col_width)
+    fig, axes = plt.subplots(
+        3, n_cols, figsize=(width, height), facecolor="black", gridspec_kw={"height_ratios": heights}
+    )
     fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0.01, hspace=0.01)
+    lo, hi = coords.min(axis=0), coords.max(axis=0)
+    pad = ((hi - lo) * 0.08).astype(int) + 1
+    lo, hi = np.maximum(lo - pad, 0), np.minimum(hi + pad, np.asarray(mask.shape) - 1)
+    data = data[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1]
+    mask = mask[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1]
+    cuts = [np.clip(c - lo[a], 0, data.shape[a] - 1) for a, c in enumerate(cuts)]
     views = (
         (0, lambda i: (data[i, :, :], mask[i, :, :]), zooms[2] / zooms[1]),
         (1, lambda j: (data[:, j, :], mask[:, j, :]), zooms[2] / zooms[0]),
@@ -306,7 +326,7 @@ def _mosaic_svg(
                       interpolation="nearest", rasterized=True)  # fmt: skip
             if msk.any():
                 ax.contour(np.rot90(msk.astype(float)), levels=[0.5], colors="#ff3030", linewidths=0.8)
-    fig.text(0.005, 0.995, label, color="#ffd000", fontsize=11, va="top", ha="left", weight="bold")
+    fig.text(0.005, 0.995, label, color="#ffd000", fontsize=12, va="top", ha="left", weight="bold")
     buf = StringIO()
     fig.savefig(buf, format="svg", dpi=110, facecolor="black", metadata={"Date": None})
     plt.close(fig)
@@ -399,7 +419,10 @@ def volumes_gif(
         center = tuple(int(round(c)) for c in np.argwhere(mask).mean(axis=0))
     else:
         center = tuple(s // 2 for s in original.shape[:3])
-    font = ImageFont.load_default()
+    try:
+        font = ImageFont.load_default(size=14)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        font = ImageFont.load_default()
     titles = ["original", "target (prediction)", "corrected"]
     frames = []
     for idx in range(n):
@@ -413,7 +436,7 @@ def volumes_gif(
             rows.append(np.concatenate([_resize(p, row, zooms, scale) for p in panels], axis=1))
         width = max(r.shape[1] for r in rows)
         body = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]))) for r in rows], axis=0)
-        header = 34
+        header = 42
         canvas = Image.new("RGB", (body.shape[1], body.shape[0] + header), "black")
         canvas.paste(Image.fromarray(body).convert("RGB"), (0, header))
         draw = ImageDraw.Draw(canvas)
@@ -421,7 +444,7 @@ def volumes_gif(
         for col, title in enumerate(titles):
             draw.text((col * panel_w + 6, 4), title, fill="white", font=font)
         caption = f"volume {idx}  b={bvals[idx]:g}" + ("  OUTLIER" if flags[idx] else "")
-        draw.text((6, 19), caption, fill=(255, 80, 80) if flags[idx] else (255, 220, 0), font=font)
+        draw.text((6, 22), caption, fill=(255, 80, 80) if flags[idx] else (255, 220, 0), font=font)
         frames.append(canvas.convert("P", palette=Image.Palette.ADAPTIVE, colors=128))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
