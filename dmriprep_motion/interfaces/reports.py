@@ -315,9 +315,9 @@ def software_versions() -> dict[str, str]:
 
 class _ExportInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="reportlet")
-    # A string, not a File/Directory: its hash must not change when the folder does
-    # (re-running with the same work directory re-executes nothing).
-    out_file = traits.Str(mandatory=True, desc="absolute destination path")
+    # A plain string whose *file* is never hashed: re-running with the same work
+    # directory must not re-execute the copy because the destination now exists.
+    out_file = traits.Str(mandatory=True, hash_files=False, desc="absolute destination path")
 
 
 class _ExportOutputSpec(TraitedSpec):

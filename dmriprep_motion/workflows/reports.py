@@ -80,11 +80,12 @@ def init_dwi_reports_wf(
     Outputs
     -------
     qc : dict of QC metrics (see :data:`dmriprep_motion.qc.QC_FIELDS`)
-    out_files : written reportlets
+
+    The reportlets are written by ``export_<desc>`` nodes (see :func:`reportlet_path`).
     """
     workflow = Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=REPORT_INPUTS), name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(fields=["qc", "out_files"]), name="outputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["qc"]), name="outputnode")
 
     qc = pe.Node(QCMetrics(b0_threshold=b0_threshold), name="qc", run_without_submitting=True)
     summary = pe.Node(RunSummary(settings=settings, b0_threshold=b0_threshold), name="summary")
@@ -107,15 +108,14 @@ def init_dwi_reports_wf(
         "convergence": (convergence, "out_file"),
         "similarity": (similarity, "out_file"),
     }
-    gather = pe.Node(niu.Merge(len(producers)), name="gather", run_without_submitting=True)
     exports = []
-    for index, (desc, (node, field)) in enumerate(producers.items(), start=1):
+    for desc, (node, field) in producers.items():
         export = pe.Node(
             ExportReportlet(out_file=str(reportlet_path(Path(output_dir).absolute(), subject, stem, desc))),
             name=f"export_{desc}",
             run_without_submitting=True,
         )
-        exports += [(node, export, [(field, "in_file")]), (export, gather, [("out_file", f"in{index}")])]
+        exports.append((node, export, [(field, "in_file")]))
 
     # fmt: off
     workflow.connect(exports + [
@@ -137,7 +137,6 @@ def init_dwi_reports_wf(
                               ("dwiref", "reference"), ("brain_mask", "in_mask"),
                               ("confounds", "in_confounds")]),
         (qc, outputnode, [("qc", "qc")]),
-        (gather, outputnode, [("out", "out_files")]),
     ])
     # fmt: on
     return workflow
