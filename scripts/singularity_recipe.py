@@ -59,7 +59,9 @@ def convert(dockerfile: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write (or check) the recipe; return the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dockerfile", type=Path, default=ROOT / "Dockerfile")
     parser.add_argument("--output", type=Path, default=ROOT / "Singularity")
     parser.add_argument("--check", action="store_true", help="fail if the recipe differs from the output")

@@ -32,7 +32,9 @@ def _fake_bin(tmp_path: Path, name: str, text: str) -> Path:
     return bindir
 
 
-def _run_task(script: Path, bindir: Path, record: Path, task: int, cpus: int = 4) -> subprocess.CompletedProcess:
+def _run_task(
+    script: Path, bindir: Path, record: Path, task: int, cpus: int = 4
+) -> subprocess.CompletedProcess:
     env = {
         "PATH": f"{bindir}{os.pathsep}/usr/bin:/bin",
         "SLURM_ARRAY_TASK_ID": str(task),
@@ -125,7 +127,9 @@ def test_container_script_binds_data_and_calls_the_image(tmp_path):
 
 def test_submission_calls_sbatch(tmp_path):
     (tmp_path / "bids" / "sub-01").mkdir(parents=True)
-    bindir = _fake_bin(tmp_path, "sbatch", '#!/bin/bash\necho "$@" > "$RECORD"\necho "Submitted batch job 7"\n')
+    bindir = _fake_bin(
+        tmp_path, "sbatch", '#!/bin/bash\necho "$@" > "$RECORD"\necho "Submitted batch job 7"\n'
+    )
     record = tmp_path / "sbatch.txt"
     script = tmp_path / "array.sbatch"
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "RECORD": str(record)}
@@ -141,19 +145,27 @@ def test_submission_calls_sbatch(tmp_path):
 
 def test_no_participants_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert hpc.main([str(tmp_path / "empty"), str(tmp_path / "o"), "-w", str(tmp_path / "w"), "--dry-run"]) == 66
+    assert (
+        hpc.main([str(tmp_path / "empty"), str(tmp_path / "o"), "-w", str(tmp_path / "w"), "--dry-run"]) == 66
+    )
     assert not (Path.cwd() / "dmriprep_motion_array.sbatch").exists()
 
 
 @pytest.mark.parametrize(
     ("name", "plugin", "key"),
-    [("slurm.yml", "SLURM", "sbatch_args"), ("sge.yml", "SGE", "qsub_args"), ("multiproc.yml", "MultiProc", "n_procs")],
+    [
+        ("slurm.yml", "SLURM", "sbatch_args"),
+        ("sge.yml", "SGE", "qsub_args"),
+        ("multiproc.yml", "MultiProc", "n_procs"),
+    ],
 )
 def test_shipped_plugin_files_parse_and_reach_nipype(tmp_path, name, plugin, key):
     path = load(f"plugins/{name}")
     spec = yaml.safe_load(path.read_text())
     assert set(spec) == {"plugin", "plugin_args"}
-    opts = build_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "participant", "--use-plugin", str(path)])
+    opts = build_parser().parse_args(
+        [str(tmp_path), str(tmp_path / "out"), "participant", "--use-plugin", str(path)]
+    )
     got_plugin, args = _plugin(opts)
     assert got_plugin == plugin
     assert args == spec["plugin_args"] and key in args
@@ -175,7 +187,9 @@ def test_invalid_plugin_file_is_a_usage_error(tmp_path):
 
     bad = tmp_path / "bad.yml"
     bad.write_text("plugin_args: {n_procs: 2}\n")  # no "plugin:"
-    opts = build_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "participant", "--use-plugin", str(bad)])
+    opts = build_parser().parse_args(
+        [str(tmp_path), str(tmp_path / "out"), "participant", "--use-plugin", str(bad)]
+    )
     with pytest.raises(InputError) as err:
         _plugin(opts)
     assert err.value.code == 64

@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="participants.tsv (participant_id column) or one label per line "
         "(default: BIDS_DIR/participants.tsv, else the sub-* folders)",
     )
-    parser.add_argument("-w", "--work-dir", type=Path, required=True, help="parent of per-participant work dirs")
+    parser.add_argument(
+        "-w", "--work-dir", type=Path, required=True, help="parent of per-participant work dirs"
+    )
     parser.add_argument("--script", type=Path, default=Path("dmriprep_motion_array.sbatch"))
     res = parser.add_argument_group("resources of each array task")
     res.add_argument("--cpus", type=int, default=8, help="--cpus-per-task, and Nipype's --nprocs")

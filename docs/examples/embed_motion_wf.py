@@ -56,9 +56,7 @@ def init_parent_wf(
     motion_wf = init_dwi_motion_wf(model=model, passes=passes, sloppy=sloppy, seed=42, omp_nthreads=nprocs)
 
     summary = pe.Node(
-        niu.Function(
-            function=summarize_motion, input_names=["confounds"], output_names=["summary"]
-        ),
+        niu.Function(function=summarize_motion, input_names=["confounds"], output_names=["summary"]),
         name="summary",
     )
     sink = pe.Node(nio.DataSink(base_directory=str(Path(base_dir) / "results")), name="sink")
