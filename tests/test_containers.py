@@ -136,11 +136,34 @@ def _parent_site_packages() -> list[str]:
 
 
 def test_entry_points_from_a_wheel_in_a_fresh_venv(tmp_path):
-    """Install our wheel (offline, no deps) into a new venv and run what the container runs."""
+    """Build our wheel from the Docker build context, install it (offline, no deps) into a new venv
+    and run what the container runs."""
+    # The build context of the Dockerfile: only what it COPYs into /src.
+    from dockerfile_parse import DockerfileParser
+
+    context = tmp_path / "src"
+    context.mkdir()
+    for instruction in DockerfileParser(str(DOCKERFILE)).structure:
+        if instruction["instruction"] == "COPY" and not instruction["value"].startswith("--from"):
+            source = instruction["value"].split()[0]
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, context / source, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(ROOT / source, context / source)
+    # The dependency list the builder installs is exactly the package's dependencies.
+    command = re.search(r'python -c "(.+?)"\s', DOCKERFILE.read_text()).group(1)
+    listed = subprocess.run(
+        [sys.executable, "-c", command], cwd=context, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert [line for line in listed if line] == declared
+
     dist = tmp_path / "dist"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "-w", str(dist), str(ROOT)],
+         "-w", str(dist), str(context)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
