@@ -37,7 +37,7 @@ exclude_patterns = ["_build", "examples", "Thumbs.db", ".DS_Store"]
 myst_heading_anchors = 3
 # Pages written by other parts of the project (benchmarks/README.md) may link to files
 # that are not documentation pages: do not fail the build on those links.
-suppress_warnings = ["myst.xref_missing"]
+suppress_warnings = ["myst.xref_missing", "myst.header"]
 
 graphviz_output_format = "svg"
 html_theme = "alabaster"

@@ -147,3 +147,44 @@ def test_docs_build_with_graphviz(tmp_path):
     images = list((out / "_images").glob("graphviz-*.svg"))
     assert len(images) == 1 and "hmc_pass02_wf" in images[0].read_text()
     assert images[0].name in (out / "workflow.html").read_text()
+
+
+SAMPLE_BENCHMARKS = """# Benchmarks
+
+Accuracy against injected motion ([raw results](results.csv)):
+
+| model | median error (mm) |
+|-------|-------------------|
+| gp    | 0.123456          |
+
+### Details
+
+```bash
+python benchmarks/run.py
+```
+"""
+
+
+def test_docs_build_includes_benchmarks_readme(tmp_path):
+    """The benchmarks page shows benchmarks/README.md (a sample one if it does not exist yet)."""
+    readme = ROOT / "benchmarks" / "README.md"
+    created_dir = not readme.parent.exists()
+    created = not readme.exists()
+    if created:
+        readme.parent.mkdir(exist_ok=True)
+        readme.write_text(SAMPLE_BENCHMARKS)
+    try:
+        out = _build(tmp_path, str(Path(sys.executable).parent))
+        page = _text(out / "_generated" / "benchmarks.html")
+        first_cell = "0.123456" if created else None
+        if first_cell:
+            assert first_cell in page and "python benchmarks/run.py" in page
+        else:  # the real README: its first heading is the page's title
+            title = next(line for line in readme.read_text().splitlines() if line.startswith("#"))
+            assert title.lstrip("# ").strip() in page
+    finally:
+        if created:
+            readme.unlink()
+            if created_dir:
+                readme.parent.rmdir()
+            dmriprep_docs.generate(DOCS)  # back to the placeholder page
