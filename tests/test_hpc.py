@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,7 +135,7 @@ def test_submission_calls_sbatch(tmp_path):
     script = tmp_path / "array.sbatch"
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "RECORD": str(record)}
     proc = subprocess.run(
-        ["python", "-m", "dmriprep_motion.cli.hpc", str(tmp_path / "bids"), str(tmp_path / "out"),
+        [sys.executable, "-m", "dmriprep_motion.cli.hpc", str(tmp_path / "bids"), str(tmp_path / "out"),
          "-w", str(tmp_path / "work"), "--script", str(script)],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
