@@ -72,6 +72,7 @@ def test_dry_run_writes_array_script_and_runs_one_participant_per_task(tmp_path)
         "--max-parallel", "2", "--dry-run", "--", "--passes", "3", "--model", "dti",
     ])  # fmt: skip
     assert code == 0
+    assert (tmp_path / "work" / "slurm-logs").is_dir()  # SLURM needs it before the task starts
     text = script.read_text()
     assert text.startswith("#!/bin/bash\n")
     directives = [line for line in text.splitlines() if line.startswith("#SBATCH")]

@@ -214,10 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     if not participants:
         sys.stderr.write(f"dmriprep-motion-slurm: no participants found in {bids_dir}\n")
         return EXIT_NO_INPUT
+    work_dir = opts.work_dir.expanduser().absolute()
+    # SLURM does not create the folder of --output: a job whose log folder is missing
+    # fails before running anything, so it is created now.
+    log_dir = (opts.log_dir.expanduser() if opts.log_dir else work_dir / "slurm-logs").absolute()
+    log_dir.mkdir(parents=True, exist_ok=True)
     text = slurm_array_script(
         bids_dir=bids_dir,
         output_dir=opts.output_dir.expanduser(),
-        work_dir=opts.work_dir.expanduser(),
+        work_dir=work_dir,
         participants=participants,
         cpus=opts.cpus,
         mem_gb=opts.mem_gb,
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         partition=opts.partition,
         account=opts.account,
         max_parallel=opts.max_parallel,
-        log_dir=opts.log_dir,
+        log_dir=log_dir,
         container=opts.container,
         container_runtime=opts.container_runtime,
         job_name=opts.job_name,
