@@ -102,8 +102,8 @@ def init_dwi_motion_wf(
     settings = registration_config or registration_preset("dwi", transform, sloppy)
 
     workflow = Workflow(name=name)
-    workflow.__desc__ = (
-        f"Head motion was estimated with *dmriprep_motion*, leaving one volume out: each "
+    workflow.__desc__ = (  # a paragraph of its own in the boilerplate
+        f"\n\nHead motion was estimated with *dmriprep_motion*, leaving one volume out: each "
         f"diffusion-weighted volume was predicted from all the others by {_MODEL_DESC[model]}, "
         f"and registered to its prediction with a {transform.lower()} transform "
         f"(`antsRegistration`, ANTs [@ants]). Estimation was repeated for {passes} pass(es), "
