@@ -256,3 +256,30 @@ def test_report_screenshot(xa30_run, tmp_path):
     # Coloured plot content (motion traces, shell shading), not just text on white.
     saturation = pixels.max(axis=2) - pixels.min(axis=2)
     assert (saturation > 60).mean() > 0.002
+
+
+def test_methods_html_when_pandoc_is_installed(tmp_path, monkeypatch):
+    """With pandoc on PATH, CITATION.md is rendered to CITATION.html and shown in its own tab."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "pandoc"
+    # Stand-in for pandoc: records its arguments and writes a standalone HTML page to -o.
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" > {tmp_path}/args\n'
+        'while [ "$1" != "-o" ]; do shift; done\n'
+        'printf "<html><body><p>Rendered methods</p></body></html>" > "$2"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{Path('/usr/bin')}:{Path('/bin')}")
+    out = tmp_path / "out"
+    (out / "logs").mkdir(parents=True)
+    (out / "logs" / "CITATION.md").write_text("Methods [@ants].\n")
+    from dmriprep_motion.reports.assemble import write_citation_html
+
+    html_file = write_citation_html(out)
+    assert html_file == out / "logs" / "CITATION.html"
+    args = (tmp_path / "args").read_text()
+    assert "--citeproc" in args and "boilerplate.bib" in args
+    page = write_subject_report("03", [], out).read_text()
+    assert "Rendered methods" in page and ">HTML</button>" in page and ">Markdown</button>" in page
