@@ -270,7 +270,7 @@ class RunSummary(SimpleInterface):
         per_shell = ", ".join(
             f"b={b:g} ({int(np.sum(labels == i + 1))} volumes)" for i, b in enumerate(shells)
         )
-        ants = software_versions()["ANTs"]
+        versions = software_versions()
         rows = {
             "Volumes": f"{qc['volumes']} ({n_b0} b0, {qc['volumes'] - n_b0} diffusion-weighted)",
             "Shells": html.escape(per_shell or "none"),
@@ -282,10 +282,8 @@ class RunSummary(SimpleInterface):
             "Largest motion": f"{qc['translation_max_mm']:.2f} mm, {qc['rotation_max_deg']:.2f}°",
             "Flagged volumes": f"{qc['outliers']} ({qc['outliers_percent']:.1f}%); criterion: {rule}",
             "Mean similarity": f"{qc['similarity_mean']:.4f}",
-            "ANTs": html.escape(ants),
-            "Software": html.escape(
-                ", ".join(f"{k} {v}" for k, v in software_versions().items() if k != "ANTs")
-            ),
+            "ANTs": html.escape(versions["ANTs"]),
+            "Software": html.escape(", ".join(f"{k} {v}" for k, v in versions.items() if k != "ANTs")),
         }
         warnings = []
         if qc["outliers"]:
