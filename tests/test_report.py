@@ -283,3 +283,19 @@ def test_methods_html_when_pandoc_is_installed(tmp_path, monkeypatch):
     assert "--citeproc" in args and "boilerplate.bib" in args
     page = write_subject_report("03", [], out).read_text()
     assert "Rendered methods" in page and ">HTML</button>" in page and ">Markdown</button>" in page
+
+
+def test_crash_files_go_to_the_subject_log_folder(ds_xa30, tmp_path):
+    """Every node (not only the subject workflow) writes its crash file to sub-XX/log/."""
+    from dmriprep_motion.bids import collect_runs
+    from dmriprep_motion.workflows.base import Settings, all_nodes, init_dmriprep_motion_wf
+
+    runs = collect_runs(ds_xa30, participants=["01"])
+    out = tmp_path / "out"
+    wf = init_dmriprep_motion_wf(runs=runs, output_dir=out, bids_dir=ds_xa30, settings=Settings(sloppy=True),
+                                 work_dir=tmp_path / "work")  # fmt: skip
+    nodes = all_nodes(wf)
+    names = {n.name for n in nodes}
+    assert {f"export_{desc}" for desc in REPORTLETS} <= names and "qc" in names
+    for node in nodes:
+        assert node.config["execution"]["crashdump_dir"] == str(out.absolute() / "sub-01" / "log"), node
