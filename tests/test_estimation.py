@@ -4,7 +4,6 @@ import json
 
 import nibabel as nb
 import numpy as np
-import pytest
 
 from dmriprep_motion.confounds import confounds_table
 from dmriprep_motion.data import registration_preset
