@@ -18,7 +18,9 @@ def configure_registration(interface, seed: int | None, omp_nthreads: int):
     """
     interface.inputs.num_threads = omp_nthreads
     env = dict(interface.inputs.environ)
+    # Nipype exports NSLOTS only when num_threads changes from its default (1).
     env["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(omp_nthreads)
+    env["NSLOTS"] = str(omp_nthreads)
     if seed is not None:
         interface.inputs.random_seed = int(seed)
         env["ANTS_RANDOM_SEED"] = str(int(seed))
