@@ -26,6 +26,11 @@ class Settings:
     model: str = "auto"
     transform: str = "Rigid"
     passes: int = 2
+    tolerance: float = 0.05
+    relaxation: float = 0.5
+    anchor: str = "median"
+    outlier_threshold: float = 4.0
+    exclude_outliers: bool = False
     b0_threshold: float = 50.0
     sloppy: bool = False
     seed: int | None = 20161107
@@ -38,6 +43,11 @@ class Settings:
             "Model": model,
             "Transform": self.transform,
             "Passes": self.passes,
+            "Tolerance": self.tolerance,
+            "Relaxation": self.relaxation,
+            "Anchor": self.anchor,
+            "OutlierThreshold": self.outlier_threshold,
+            "ExcludeOutliers": self.exclude_outliers,
             "B0Threshold": self.b0_threshold,
             "Sloppy": self.sloppy,
             "Seed": self.seed,
@@ -103,6 +113,11 @@ def init_single_subject_wf(
             model=model,
             transform=settings.transform,
             passes=settings.passes,
+            tolerance=settings.tolerance,
+            relaxation=settings.relaxation,
+            anchor=settings.anchor,
+            outlier_threshold=settings.outlier_threshold,
+            exclude_outliers=settings.exclude_outliers,
             b0_threshold=settings.b0_threshold,
             sloppy=settings.sloppy,
             seed=settings.seed,
