@@ -1,10 +1,10 @@
 """Quality-control metrics of one corrected DWI run (pure NumPy; no Nipype).
 
 A volume is flagged as an *outlier* when the confounds table has an ``outlier``
-column set to 1 (the pipeline's own criterion), or, without that column, when
-its similarity to its registration target (the model prediction; the b0
-reference for b0 volumes) is unusually low *within its shell*: below
-``median - OUTLIER_Z * 1.4826 * MAD`` of the shell's similarities.
+column set to 1 (the pipeline's own criterion), or, without that column, by the
+same criterion (:mod:`dmriprep_motion.outliers`): its similarity to its
+registration target (the model prediction; the b0 reference for b0 volumes) has
+a robust z-score below ``-threshold`` within its shell.
 """
 
 from __future__ import annotations
@@ -14,9 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from dmriprep_motion.gradients import shell_labels
+from dmriprep_motion.outliers import MIN_SCALE
+from dmriprep_motion.outliers import flag_outliers as _flag_similarity
 
-#: Robust z-score below which a volume's similarity flags it as an outlier.
-OUTLIER_Z = 3.5
+#: Default robust z-score below which a volume's similarity flags it as an outlier
+#: (the pipeline's ``--outlier-threshold`` default).
+OUTLIER_Z = 4.0
+#: Shells with fewer volumes are not judged (as in :func:`dmriprep_motion.outliers.robust_z`).
+MIN_GROUP = 4
 
 #: QC metrics, in the column order of ``..._desc-qc_dwi.tsv``, with their descriptions.
 QC_FIELDS = {
@@ -48,8 +53,8 @@ def similarity_thresholds(
     Returns
     -------
     (N,) array
-        ``median - z * 1.4826 * MAD`` of the volume's shell (NaN similarities ignored;
-        NaN when the shell has no finite value).
+        ``median - z * max(1.4826 * MAD, MIN_SCALE)`` of the volume's shell (NaN
+        similarities ignored); NaN for shells too small to judge or when ``z <= 0``.
     """
     similarity = np.asarray(similarity, dtype=float)
     labels = shell_labels(bvals, b0_threshold)
@@ -58,35 +63,39 @@ def similarity_thresholds(
         members = labels == label
         values = similarity[members]
         values = values[np.isfinite(values)]
-        if values.size == 0:
+        if values.size < MIN_GROUP or z <= 0:
             continue
         median = np.median(values)
-        mad = 1.4826 * np.median(np.abs(values - median))
-        out[members] = median - z * mad
+        scale = max(1.4826 * np.median(np.abs(values - median)), MIN_SCALE)
+        out[members] = median - z * scale
     return out
 
 
-def flag_outliers(conf: dict[str, np.ndarray], b0_threshold: float = 50.0) -> tuple[np.ndarray, str]:
-    """Boolean outlier flags of every volume, and a sentence describing the criterion."""
+def flag_outliers(
+    conf: dict[str, np.ndarray], b0_threshold: float = 50.0, z: float = OUTLIER_Z
+) -> tuple[np.ndarray, str]:
+    """Boolean outlier flags of every volume, and a sentence (HTML) describing the criterion."""
+    if z <= 0 and "outlier" not in conf:
+        return np.zeros(conf["similarity"].size, dtype=bool), "outlier flagging disabled"
+    rule = (
+        f"similarity to the target with a robust z-score (median, 1.4826&times;MAD) "
+        f"&lt; &minus;{z:g} within its shell"
+    )
     if "outlier" in conf:
         flags = np.nan_to_num(conf["outlier"], nan=0.0) > 0.5
-        return flags, "the <code>outlier</code> column of the confounds table (pipeline criterion)"
-    sim = conf["similarity"]
-    thresholds = similarity_thresholds(sim, conf["bval"], b0_threshold)
-    flags = np.isfinite(sim) & np.isfinite(thresholds) & (sim < thresholds)
-    return flags, (
-        f"similarity below median &minus; {OUTLIER_Z:g}&times;1.4826&times;MAD of its shell "
-        f"(robust z &lt; &minus;{OUTLIER_Z:g})"
-    )
+        return flags, f"{rule} (<code>outlier</code> column of the confounds)"
+    return _flag_similarity(conf["similarity"], shell_labels(conf["bval"], b0_threshold), z), rule
 
 
-def qc_metrics(conf: dict[str, np.ndarray], b0_threshold: float = 50.0) -> dict[str, float | int]:
+def qc_metrics(
+    conf: dict[str, np.ndarray], b0_threshold: float = 50.0, z: float = OUTLIER_Z
+) -> dict[str, float | int]:
     """The QC metrics of :data:`QC_FIELDS` from a confounds table (see :func:`read_confounds`)."""
     n = int(conf["trans_x"].size)
     fd = conf["framewise_displacement"]
     trans = np.stack([conf[f"trans_{a}"] for a in "xyz"], axis=1)
     rots = np.degrees(np.stack([conf[f"rot_{a}"] for a in "xyz"], axis=1))
-    flags, _ = flag_outliers(conf, b0_threshold)
+    flags, _ = flag_outliers(conf, b0_threshold, z)
     finite_fd = fd[np.isfinite(fd)]
     sim = conf["similarity"]
     finite_sim = sim[np.isfinite(sim)]

@@ -22,7 +22,7 @@ from nipype.interfaces.base import (
 
 from dmriprep_motion.bids import atomic_copy
 from dmriprep_motion.gradients import fsl_to_ras, read_bvecs, shell_bvalues, shell_labels
-from dmriprep_motion.qc import flag_outliers, qc_metrics, read_confounds, similarity_thresholds
+from dmriprep_motion.qc import OUTLIER_Z, flag_outliers, qc_metrics, read_confounds, similarity_thresholds
 from dmriprep_motion.reports import plotting
 
 #: Python packages whose versions are listed in the report.
@@ -33,6 +33,7 @@ SOFTWARE = ["dmriprep-motion", "nipype", "niworkflows", "nireports", "dipy", "an
 class _ConfoundsInputSpec(BaseInterfaceInputSpec):
     in_confounds = File(exists=True, mandatory=True, desc="confounds TSV")
     b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+    outlier_threshold = traits.Float(OUTLIER_Z, usedefault=True, desc="robust z-score flagging outliers")
 
 
 class _FigureOutputSpec(TraitedSpec):
@@ -51,7 +52,7 @@ class QCMetrics(SimpleInterface):
 
     def _run_interface(self, runtime):
         conf = read_confounds(self.inputs.in_confounds)
-        self._results["qc"] = qc_metrics(conf, self.inputs.b0_threshold)
+        self._results["qc"] = qc_metrics(conf, self.inputs.b0_threshold, self.inputs.outlier_threshold)
         return runtime
 
 
@@ -64,7 +65,7 @@ class MotionPlot(SimpleInterface):
     def _run_interface(self, runtime):
         conf = read_confounds(self.inputs.in_confounds)
         labels = shell_labels(conf["bval"], self.inputs.b0_threshold)
-        flags, _ = flag_outliers(conf, self.inputs.b0_threshold)
+        flags, _ = flag_outliers(conf, self.inputs.b0_threshold, self.inputs.outlier_threshold)
         out = plotting.plot_motion(conf, labels, flags, Path(runtime.cwd) / "motion.svg")
         self._results["out_file"] = str(out)
         return runtime
@@ -80,8 +81,10 @@ class SimilarityPlot(SimpleInterface):
         conf = read_confounds(self.inputs.in_confounds)
         bvals = conf["bval"]
         labels = shell_labels(bvals, self.inputs.b0_threshold)
-        flags, _ = flag_outliers(conf, self.inputs.b0_threshold)
-        thresholds = similarity_thresholds(conf["similarity"], bvals, self.inputs.b0_threshold)
+        flags, _ = flag_outliers(conf, self.inputs.b0_threshold, self.inputs.outlier_threshold)
+        thresholds = similarity_thresholds(
+            conf["similarity"], bvals, self.inputs.b0_threshold, self.inputs.outlier_threshold
+        )
         out = plotting.plot_similarity(
             conf["similarity"], thresholds, labels, bvals, flags, Path(runtime.cwd) / "similarity.svg"
         )
@@ -139,6 +142,7 @@ class _AnimationInputSpec(BaseInterfaceInputSpec):
     in_mask = File(exists=True, mandatory=True, desc="brain mask")
     in_confounds = File(exists=True, mandatory=True, desc="confounds TSV (b-values, outliers)")
     b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+    outlier_threshold = traits.Float(OUTLIER_Z, usedefault=True, desc="robust z-score flagging outliers")
 
 
 class VolumesAnimation(SimpleInterface):
@@ -155,7 +159,7 @@ class VolumesAnimation(SimpleInterface):
         corrected = np.asanyarray(canonical(self.inputs.dwi_file).dataobj, dtype=np.float32)
         mask = np.asanyarray(canonical(self.inputs.in_mask).dataobj) > 0
         conf = read_confounds(self.inputs.in_confounds)
-        flags, _ = flag_outliers(conf, self.inputs.b0_threshold)
+        flags, _ = flag_outliers(conf, self.inputs.b0_threshold, self.inputs.outlier_threshold)
         bvals = conf["bval"]
         targets = dict(zip(self.inputs.dwi_indices, self.inputs.predictions, strict=True))
         ref = np.asanyarray(canonical(self.inputs.reference).dataobj, dtype=np.float32)
@@ -251,6 +255,7 @@ class _SummaryInputSpec(BaseInterfaceInputSpec):
     qc = traits.Dict(mandatory=True, desc="QC metrics")
     settings = traits.Dict(mandatory=True, desc="method settings (Model, Transform, Passes, B0Threshold)")
     b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+    outlier_threshold = traits.Float(OUTLIER_Z, usedefault=True, desc="robust z-score flagging outliers")
 
 
 class RunSummary(SimpleInterface):
@@ -263,7 +268,7 @@ class RunSummary(SimpleInterface):
         conf = read_confounds(self.inputs.in_confounds)
         bvals = conf["bval"]
         qc, settings = self.inputs.qc, self.inputs.settings
-        _, rule = flag_outliers(conf, self.inputs.b0_threshold)
+        _, rule = flag_outliers(conf, self.inputs.b0_threshold, self.inputs.outlier_threshold)
         n_b0 = int(np.sum(bvals <= self.inputs.b0_threshold))
         shells = shell_bvalues(bvals, self.inputs.b0_threshold)
         labels = shell_labels(bvals, self.inputs.b0_threshold)

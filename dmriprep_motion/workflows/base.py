@@ -146,6 +146,7 @@ def init_single_subject_wf(
             stem=run.stem,
             settings=settings.as_metadata(model),
             b0_threshold=settings.b0_threshold,
+            outlier_threshold=settings.outlier_threshold,
             mem_gb=run.mem_gb,
             name=f"{run.name}_reports_wf",
         )

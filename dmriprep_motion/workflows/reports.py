@@ -51,6 +51,7 @@ def init_dwi_reports_wf(
     stem: str,
     settings: dict,
     b0_threshold: float = 50.0,
+    outlier_threshold: float = 4.0,
     mem_gb: float = 1.0,
     name: str = "dwi_reports_wf",
 ) -> Workflow:
@@ -66,6 +67,9 @@ def init_dwi_reports_wf(
         Method settings shown in the summary (``Model``, ``Transform``, ``Passes``...).
     b0_threshold : float
         Volumes with ``bval <= b0_threshold`` are b0s.
+    outlier_threshold : float
+        Robust z-score of the similarity below which a volume is an outlier (used when the
+        confounds have no ``outlier`` column, and to draw the thresholds).
     mem_gb : float
         Size of one in-memory copy of the series (GB).
 
@@ -87,17 +91,18 @@ def init_dwi_reports_wf(
     inputnode = pe.Node(niu.IdentityInterface(fields=REPORT_INPUTS), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["qc"]), name="outputnode")
 
-    qc = pe.Node(QCMetrics(b0_threshold=b0_threshold), name="qc", run_without_submitting=True)
-    summary = pe.Node(RunSummary(settings=settings, b0_threshold=b0_threshold), name="summary")
+    thresholds = {"b0_threshold": b0_threshold, "outlier_threshold": outlier_threshold}
+    qc = pe.Node(QCMetrics(**thresholds), name="qc", run_without_submitting=True)
+    summary = pe.Node(RunSummary(settings=settings, **thresholds), name="summary")
     gradients = pe.Node(GradientsPlot(b0_threshold=b0_threshold), name="gradients")
-    motion = pe.Node(MotionPlot(b0_threshold=b0_threshold), name="motion")
+    motion = pe.Node(MotionPlot(**thresholds), name="motion")
     convergence = pe.Node(ConvergencePlot(), name="convergence")
-    similarity = pe.Node(SimilarityPlot(b0_threshold=b0_threshold), name="similarity")
+    similarity = pe.Node(SimilarityPlot(**thresholds), name="similarity")
     averages = pe.Node(AverageImages(b0_threshold=b0_threshold), name="averages", mem_gb=2 * mem_gb)
     avgdwi = pe.Node(FlickerPlot(before_label="original", after_label="corrected"), name="avgdwi")
     b0ref = pe.Node(FlickerPlot(before_label="b0 average (not aligned)", after_label="b0 reference"),
                     name="b0ref")  # fmt: skip
-    volumes = pe.Node(VolumesAnimation(b0_threshold=b0_threshold), name="volumes", mem_gb=3 * mem_gb)
+    volumes = pe.Node(VolumesAnimation(**thresholds), name="volumes", mem_gb=3 * mem_gb)
     producers = {
         "summary": (summary, "out_file"),
         "gradients": (gradients, "out_file"),
