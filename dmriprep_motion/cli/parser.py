@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="Rigid",
         help="transform of diffusion-weighted volumes (default Rigid; Affine absorbs eddy currents)",
     )
-    method.add_argument("--passes", type=_positive_int, default=2, help="estimation passes (default 2)")
+    method.add_argument("--passes", type=_positive_int, default=3, help="estimation passes (default 3)")
     method.add_argument(
         "--tolerance",
         type=float,

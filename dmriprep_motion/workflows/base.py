@@ -25,7 +25,7 @@ class Settings:
 
     model: str = "auto"
     transform: str = "Rigid"
-    passes: int = 2
+    passes: int = 3
     tolerance: float = 0.05
     relaxation: float = 0.5
     anchor: str = "median"

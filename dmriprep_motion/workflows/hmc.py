@@ -40,7 +40,7 @@ def init_dwi_motion_wf(
     *,
     model: str = "gp",
     transform: str = "Rigid",
-    passes: int = 2,
+    passes: int = 3,
     anchor: str = "median",
     tolerance: float = 0.05,
     relaxation: float = 0.5,
