@@ -168,7 +168,9 @@ def init_dmriprep_motion_wf(
     work_dir: Path,
 ) -> Workflow:
     """The whole job: one sub-workflow per participant."""
-    workflow = Workflow(name="dmriprep_motion_wf")
+    # The version is part of the name (as in fMRIPrep): a work directory reused after an
+    # upgrade starts afresh instead of mixing cached results of two versions.
+    workflow = Workflow(name=f"dmriprep_motion_{__version__.replace('.', '_')}_wf")
     workflow.base_dir = str(work_dir)
     for subject, subject_runs in runs.items():
         single = init_single_subject_wf(
