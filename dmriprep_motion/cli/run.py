@@ -129,9 +129,10 @@ def run(argv: list[str] | None = None) -> int:
     from dmriprep_motion.bids import InputError, collect_runs, init_output_dir
     from dmriprep_motion.models import ModelError
 
-    bids_dir = opts.bids_dir.expanduser().absolute()
-    output_dir = opts.output_dir.expanduser().absolute()
-    work_dir = opts.work_dir.expanduser().absolute()
+    # resolve(): "..", and symlinks, must not hide that the output is inside the input.
+    bids_dir = opts.bids_dir.expanduser().resolve()
+    output_dir = opts.output_dir.expanduser().resolve()
+    work_dir = opts.work_dir.expanduser().resolve()
     if output_dir == bids_dir or (
         bids_dir in output_dir.parents and (bids_dir / "derivatives") not in output_dir.parents
     ):
