@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -107,10 +108,11 @@ def _log_ants() -> None:
 
 
 def _write_boilerplate(workflow, output_dir: Path) -> Path:
+    from dmriprep_motion.bids import atomic_write_text
+
     text = workflow.visit_desc()
     path = output_dir / "logs" / "CITATION.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
+    atomic_write_text(path, text + "\n")  # participants running at once write the same file
     return path
 
 
@@ -220,9 +222,62 @@ def _build(opts, runs, bids_dir: Path, output_dir: Path, work_dir: Path):
     )
 
 
+class Terminated(BaseException):
+    """SIGTERM received (raised in the main process; not an ``Exception`` so nothing swallows it)."""
+
+
+_MAIN_PID: int | None = None
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids of every descendant of ``pid`` (Linux ``/proc``; else multiprocessing children)."""
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        import multiprocessing
+
+        return [p.pid for p in multiprocessing.active_children() if p.pid]
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    """Stop the whole process tree on SIGTERM (batch schedulers, ``timeout``, ``kill``).
+
+    Without this, Python dies at once and leaves MultiProc workers (and their
+    ``antsRegistration`` children) running as orphans.  Workers inherit the
+    handler and simply exit; the main process terminates its descendants, then
+    raises :class:`Terminated`.  Finished steps are kept in the work directory.
+    """
+    if os.getpid() != _MAIN_PID:
+        os._exit(128 + signum)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The process pool then reports its killed workers from a callback thread: expected, not news.
+    logging.getLogger("concurrent.futures").disabled = True
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (``dmriprep-motion demo ...`` runs the demo)."""
+    global _MAIN_PID
     argv = list(sys.argv[1:] if argv is None else argv)
+    _MAIN_PID = os.getpid()
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if argv[:1] == ["demo"]:
             from dmriprep_motion.cli.demo import main as demo
@@ -233,6 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         LOGGER.error("interrupted; re-run with the same --work-dir to resume")
         code = 130
+    except Terminated:
+        LOGGER.error("terminated (SIGTERM); re-run with the same --work-dir to resume")
+        code = 143
     sys.exit(code)
 
 

@@ -33,9 +33,17 @@ def init_registration_node(
     """
     interface = Registration(from_file=str(settings))
     interface.inputs.num_threads = omp_nthreads
+    # Set the ITK thread limit explicitly: Nipype only exports it when num_threads
+    # *changes* from its default (1), so with 1 thread ANTs used every core, and its
+    # multi-threaded metric sums made runs (and resumed runs) differ at ~0.01 mm.
+    environ = {
+        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(omp_nthreads),
+        "NSLOTS": str(omp_nthreads),
+    }
     if seed is not None:
         interface.inputs.random_seed = int(seed)
-        interface.inputs.environ = {"ANTS_RANDOM_SEED": str(int(seed))}
+        environ["ANTS_RANDOM_SEED"] = str(int(seed))
+    interface.inputs.environ = environ
     return pe.MapNode(
         interface,
         iterfield=iterfield,
