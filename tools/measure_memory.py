@@ -110,7 +110,8 @@ def measure(cmd: list[str], interval: float = 0.2) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Build the dataset (unless present), run the CLI under the sampler, print JSON."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     parser.add_argument("ds_xa30", type=Path)
     parser.add_argument("base", type=Path, help="folder for the dataset, outputs and work directory")
     parser.add_argument("--volumes", type=int, default=111)
