@@ -29,16 +29,21 @@ DERIVATIVE_SUFFIXES = {
     "xforms": "from-orig_to-dwiref_mode-image_desc-hmc_xfm.txt",
 }
 
+#: Files of the derivatives that the BIDS validator does not know.  Folders are given
+#: without a trailing slash: bids-validator-deno (3.0) does not match ``dir/`` patterns.
+#: The schema lists no ``.bval``/``.bvec`` for preprocessed DWI derivatives (yet).
 BIDSIGNORE = """\
 *.html
-logs/
-sub-*/log/
-sub-*/figures/
+logs
+sub-*/log
+sub-*/figures
 *_dwiref.nii.gz
 *_xfm.txt
 *_desc-confounds_timeseries.tsv
 *_desc-confounds_timeseries.json
 *_desc-qc_dwi.tsv
+*_desc-preproc_dwi.bval
+*_desc-preproc_dwi.bvec
 """
 
 

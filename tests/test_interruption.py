@@ -169,10 +169,20 @@ def test_two_participants_at_once_into_one_output(dataset, reference, tmp_path):
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err
     assert json.loads((out / "dataset_description.json").read_text()) == dataset_description(bids.resolve())
-    assert "sub-*/log/" in (out / ".bidsignore").read_text()
+    assert "sub-*/log" in (out / ".bidsignore").read_text()
     assert "Head motion was estimated" in (out / "logs" / "CITATION.md").read_text()
     for sub in ("01", "02"):
         assert (out / f"sub-{sub}.html").is_file()
         _same_outputs(reference[0], "01", out, sub)  # same data, same seed: same result
     assert not list(out.rglob("*.tmp"))
     assert tree_digest(bids) == digest
+
+
+@pytest.mark.slow
+def test_outputs_pass_bids_validator(reference):
+    """The derivatives (with our .bidsignore) have no validator error (warnings allowed)."""
+    from dmriprep_motion.validation import validation_errors, validator_executable
+
+    if validator_executable() is None:
+        pytest.fail("bids-validator-deno is not installed: pip install '.[test]'")
+    assert validation_errors(reference[0]) == []
