@@ -109,7 +109,10 @@ def measure(cmd: list[str], interval: float = 0.2) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build the dataset (unless present), run the CLI under the sampler, print JSON."""
+    """Build the dataset (unless present), run the CLI under the sampler, print JSON.
+
+    Arguments after ``--`` are passed to ``dmriprep-motion``.
+    """
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     parser.add_argument("ds_xa30", type=Path)
@@ -117,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volumes", type=int, default=111)
     parser.add_argument("--mem-mb", type=int, default=3000)
     parser.add_argument("--nprocs", type=int, default=2)
-    parser.add_argument("extra", nargs="*", help="more CLI arguments (after --)")
-    opts = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    opts = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    opts.extra = extra
     bids = opts.base / "bids"
     if not (bids / "dataset_description.json").exists():
         make_large_dataset(opts.ds_xa30, bids, opts.volumes)
