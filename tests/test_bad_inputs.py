@@ -167,6 +167,8 @@ def _break(bids: Path, case: str) -> tuple[list[str], int, str]:
         return args, 16, "cannot read sub-01_dwi.nii.gz (corrupted or truncated?)"
     if case == "output_inside_input":
         return args, 64, "the output directory must be outside the BIDS dataset (or below its derivatives/)"
+    if case == "output_is_a_file":
+        return args, 64, f"the output directory is not a directory: {bids.parent / 'out'}"
     raise ValueError(case)
 
 
@@ -176,7 +178,7 @@ CASES = [
     "missing_bvec", "empty_bval", "malformed_bvec", "ragged_bvec", "bval_count", "bvec_count",
     "bvec_not_unit", "bvec_nan", "negative_bval", "no_b0", "all_b0", "too_few_directions",
     "three_d", "complex", "truncated", "truncated_uncompressed", "corrupted", "not_nifti",
-    "output_inside_input",
+    "output_inside_input", "output_is_a_file",
 ]  # fmt: skip
 
 
@@ -191,6 +193,8 @@ def test_bad_input_exit_code_and_message(tmp_path, capsys, case):
     if case == "output_inside_input":  # ".." must not hide it
         out = bids / "derivatives" / "x" / ".." / ".." / "out"
     work = tmp_path / "work"
+    if case == "output_is_a_file":
+        out.write_text("a file\n")
     assert run([str(bids), str(out), "participant", "-w", str(work), "--skip-bids-validation", *args]) == code
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -200,7 +204,10 @@ def test_bad_input_exit_code_and_message(tmp_path, capsys, case):
         assert errors[-1].startswith(message), errors
     else:
         assert errors[-1] == message, errors
-    assert not Path(out).exists()  # nothing written: no derivatives that could look complete
+    if case == "output_is_a_file":
+        assert out.read_text() == "a file\n"
+    else:
+        assert not Path(out).exists()  # nothing written: no derivatives that could look complete
     assert not work.exists() or not any(work.rglob("result_*.pklz"))
     assert (tree_digest(bids) if bids.exists() else {}) == before
 

@@ -143,6 +143,10 @@ def run(argv: list[str] | None = None) -> int:
     if work_dir == output_dir or work_dir == bids_dir:
         LOGGER.error("the work directory must differ from the BIDS and output directories")
         return EXIT_USAGE
+    for what, folder in (("output", output_dir), ("work", work_dir)):
+        if folder.exists() and not folder.is_dir():
+            LOGGER.error("the %s directory is not a directory: %s", what, folder)
+            return EXIT_USAGE
     LOGGER.info("dmriprep-motion %s", __version__)
     try:
         runs = collect_runs(
@@ -164,13 +168,18 @@ def run(argv: list[str] | None = None) -> int:
         LOGGER.error("%s", err)
         return EXIT_USAGE
 
-    citation = _write_boilerplate(workflow, output_dir)
-    if opts.boilerplate_only:
-        LOGGER.info("methods boilerplate written to %s", citation)
-        return EXIT_OK
-    if opts.write_graph:
-        _write_graph(workflow, work_dir)
-    init_output_dir(output_dir, bids_dir)
+    try:
+        citation = _write_boilerplate(workflow, output_dir)
+        if opts.boilerplate_only:
+            LOGGER.info("methods boilerplate written to %s", citation)
+            return EXIT_OK
+        if opts.write_graph:
+            _write_graph(workflow, work_dir)
+        init_output_dir(output_dir, bids_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # e.g. read-only or full file system
+        LOGGER.error("cannot write the outputs: %s", err)
+        return EXIT_FAILURE
     n_runs = sum(len(r) for r in runs.values())
     LOGGER.info(
         "processing %d run(s) of %d participant(s) with %s %s; work dir %s",
