@@ -176,6 +176,47 @@ class ResampleSeries(SimpleInterface):
         return runtime
 
 
+class _ShellMeansInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="original 4D series")
+    in_xforms = File(exists=True, mandatory=True, desc="(N, 4, 4) RAS+ transforms (.npy)")
+    in_bval = File(exists=True, mandatory=True, desc="b-values")
+    b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+
+
+class _ShellMeansOutputSpec(TraitedSpec):
+    out_files = traits.List(File(exists=True), desc="mean corrected volume of each shell")
+    shells = traits.List(traits.Int, desc="shell label of each mean (1, 2, ...)")
+
+
+class ShellMeans(SimpleInterface):
+    """Average the corrected diffusion-weighted volumes of each shell (for shell-to-b0 alignment)."""
+
+    input_spec = _ShellMeansInputSpec
+    output_spec = _ShellMeansOutputSpec
+
+    def _run_interface(self, runtime):
+        from dmriprep_motion.gradients import shell_labels
+
+        img = nb.load(self.inputs.in_file)
+        xforms = np.load(self.inputs.in_xforms)
+        labels = shell_labels(np.loadtxt(self.inputs.in_bval, ndmin=1), self.inputs.b0_threshold)
+        hdr = img.header.copy()
+        hdr.set_data_dtype(np.float32)
+        out_files, shells = [], []
+        for label in range(1, labels.max() + 1):
+            acc = np.zeros(img.shape[:3], dtype=np.float64)
+            members = np.flatnonzero(labels == label)
+            for idx in members:
+                vol = np.asanyarray(img.dataobj[..., idx], dtype=np.float32)
+                acc += resample_volume(vol, img.affine, xforms[idx], img.affine, img.shape[:3])
+            fname = Path(runtime.cwd) / f"shell{label:02d}_mean.nii"
+            nb.Nifti1Image((acc / members.size).astype(np.float32), img.affine, hdr).to_filename(fname)
+            out_files.append(str(fname))
+            shells.append(int(label))
+        self._results.update(out_files=out_files, shells=shells)
+        return runtime
+
+
 class _B0RefInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="4D series")
     b0_indices = traits.List(traits.Int, mandatory=True, desc="b0 volumes")

@@ -16,7 +16,14 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from dmriprep_motion.motion import load_itk, mask_coordinates, transform_change, write_itk
+from dmriprep_motion.motion import (
+    load_itk,
+    mask_coordinates,
+    matrix_from_params,
+    motion_parameters,
+    transform_change,
+    write_itk,
+)
 
 
 class _ToRASInputSpec(BaseInterfaceInputSpec):
@@ -53,16 +60,11 @@ class _MergeInputSpec(BaseInterfaceInputSpec):
     dwi_matrices = traits.List(
         traits.List(traits.List(traits.Float)), desc="RAS+ matrices of dwi_xforms (else read from them)"
     )
-    previous = File(exists=True, desc="(N, 4, 4) transforms of the previous pass (.npy)")
-    in_mask = File(exists=True, desc="brain mask to measure the change between passes")
 
 
 class _MergeOutputSpec(TraitedSpec):
     out_xforms = traits.List(File(exists=True), desc="one ITK transform file per volume")
     out_ras = File(exists=True, desc="(N, 4, 4) RAS+ transforms (.npy)")
-    out_itk = File(exists=True, desc="all transforms in one ITK text file")
-    change = traits.Float(desc="max over volumes of the mean displacement from the previous pass (mm)")
-    changes = traits.List(traits.Float, desc="per-volume change from the previous pass (mm)")
 
 
 class MergeTransforms(SimpleInterface):
@@ -91,18 +93,7 @@ class MergeTransforms(SimpleInterface):
             if files[idx] is None:
                 files[idx] = str(write_itk(cwd / f"identity_{idx:04d}.txt", np.eye(4)))
         np.save(cwd / "xforms.npy", mats)
-        write_itk(cwd / "xforms.txt", mats)
-        changes = np.zeros(n)
-        if isdefined(self.inputs.previous) and isdefined(self.inputs.in_mask):
-            points = mask_coordinates(nb.load(self.inputs.in_mask))
-            changes = transform_change(np.load(self.inputs.previous), mats, points)
-        self._results.update(
-            out_xforms=files,
-            out_ras=str(cwd / "xforms.npy"),
-            out_itk=str(cwd / "xforms.txt"),
-            change=float(changes.max()),
-            changes=changes.tolist(),
-        )
+        self._results.update(out_xforms=files, out_ras=str(cwd / "xforms.npy"))
         return runtime
 
 
@@ -115,6 +106,105 @@ def _assign(mats, files, indices, xforms, matrices):
     for k, (idx, fname) in enumerate(zip(indices, xforms, strict=True)):
         mats[idx] = np.asarray(matrices[k], dtype=float) if matrices else load_itk(fname)
         files[idx] = fname
+
+
+class _AnchorInputSpec(BaseInterfaceInputSpec):
+    in_ras = File(exists=True, mandatory=True, desc="(N, 4, 4) RAS+ transforms (.npy)")
+    method = traits.Enum("median", "registration", "none", usedefault=True, desc="how shells are anchored")
+    transform = traits.Enum("Rigid", "Affine", usedefault=True, desc="transform of the registrations")
+    in_bval = File(exists=True, mandatory=True, desc="b-values")
+    b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+    shells = traits.List(traits.Int, desc="shell labels of shell_xforms")
+    shell_xforms = InputMultiObject(
+        traits.Either(File(exists=True), traits.List(File(exists=True))),
+        desc="per shell, the ANTs transform aligning the b0 reference to the shell mean",
+    )
+    previous = File(exists=True, desc="(N, 4, 4) transforms of the previous pass (.npy)")
+    in_mask = File(exists=True, desc="brain mask to measure the change between passes")
+
+
+class _AnchorOutputSpec(TraitedSpec):
+    out_xforms = traits.List(File(exists=True), desc="one ITK transform file per volume")
+    out_ras = File(exists=True, desc="(N, 4, 4) RAS+ transforms (.npy)")
+    out_itk = File(exists=True, desc="all transforms in one ITK text file")
+    shell_corrections = traits.List(traits.Float, desc="per shell, mean displacement of the correction (mm)")
+    change = traits.Float(desc="max over volumes of the mean displacement from the previous pass (mm)")
+    changes = traits.List(traits.Float, desc="per-volume change from the previous pass (mm)")
+
+
+class AnchorShells(SimpleInterface):
+    """Anchor each shell to the b0 reference and write the pass's transforms.
+
+    Registering each diffusion-weighted volume to a prediction made from the
+    other diffusion-weighted volumes fixes their positions relative to each
+    other, but not their common position relative to the b0 reference: any
+    transform ``G`` applied to all of them (``T_i @ G``) is equally consistent.
+    ``method`` fixes ``G`` per shell:
+
+    ``median``
+        The median motion parameters of the shell are the b0 reference's
+        position (most volumes did not move with respect to it), i.e.
+        ``G = C⁻¹`` with ``C`` built from the median parameters.  Robust to
+        spikes, deterministic, no cross-contrast registration.
+    ``registration``
+        ``G`` is the registration of the b0 reference to the shell's corrected
+        mean (mutual information, as FSL eddy's post-alignment of shells).
+    ``none``
+        Transforms pass through (right when the target is the b0 itself).
+    """
+
+    input_spec = _AnchorInputSpec
+    output_spec = _AnchorOutputSpec
+
+    def _corrections(self, mats, labels):
+        if self.inputs.method == "median":
+            return {
+                label: np.linalg.inv(_median_transform(mats[labels == label], self.inputs.transform))
+                for label in range(1, labels.max() + 1)
+            }
+        if self.inputs.method == "registration" and isdefined(self.inputs.shell_xforms):
+            return {
+                label: load_itk(xfm[-1] if isinstance(xfm, list) else xfm)
+                for label, xfm in zip(self.inputs.shells, self.inputs.shell_xforms, strict=True)
+            }
+        return {}
+
+    def _run_interface(self, runtime):
+        from dmriprep_motion.gradients import shell_labels
+
+        cwd = Path(runtime.cwd)
+        mats = np.load(self.inputs.in_ras)
+        labels = shell_labels(np.loadtxt(self.inputs.in_bval, ndmin=1), self.inputs.b0_threshold)
+        points = mask_coordinates(nb.load(self.inputs.in_mask)) if isdefined(self.inputs.in_mask) else None
+        corrections = []
+        for label, correction in sorted(self._corrections(mats, labels).items()):
+            mats[labels == label] = mats[labels == label] @ correction
+            if points is not None:
+                corrections.append(float(transform_change(np.eye(4)[None], correction[None], points)[0]))
+        files = [str(write_itk(cwd / f"xform_{i:04d}.txt", mat)) for i, mat in enumerate(mats)]
+        np.save(cwd / "xforms.npy", mats)
+        write_itk(cwd / "xforms.txt", mats)
+        changes = np.zeros(len(mats))
+        if isdefined(self.inputs.previous) and points is not None:
+            changes = transform_change(np.load(self.inputs.previous), mats, points)
+        self._results.update(
+            out_xforms=files,
+            out_ras=str(cwd / "xforms.npy"),
+            out_itk=str(cwd / "xforms.txt"),
+            shell_corrections=corrections,
+            change=float(changes.max()),
+            changes=[float(c) for c in changes],
+        )
+        return runtime
+
+
+def _median_transform(mats: np.ndarray, transform: str) -> np.ndarray:
+    """Robust centre of a set of transforms: median rigid parameters, or median affine entries."""
+    if transform == "Affine":
+        centre = np.median(mats, axis=0)
+        centre[3] = (0, 0, 0, 1)
+        return centre
+    return matrix_from_params(np.median(motion_parameters(mats), axis=0))
 
 
 class _SelectInputSpec(BaseInterfaceInputSpec):

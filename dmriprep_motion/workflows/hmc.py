@@ -37,6 +37,7 @@ def init_dwi_motion_wf(
     model: str = "gp",
     transform: str = "Rigid",
     passes: int = 2,
+    anchor: str = "median",
     b0_threshold: float = 50.0,
     sloppy: bool = False,
     seed: int | None = None,
@@ -57,6 +58,10 @@ def init_dwi_motion_wf(
         Transform estimated for diffusion-weighted volumes (b0s are always rigid).
     passes : int
         Unrolled estimation passes; each starts from the previous one's transforms.
+    anchor : {"median", "registration", "none"}
+        How the common position of each shell is tied to the b0 reference after
+        each pass: its median motion is zero (default, robust), registration of
+        the shell mean to the b0 reference (mutual information), or not at all.
     b0_threshold : float
         Volumes with ``bval <= b0_threshold`` are b0s.
     sloppy : bool
@@ -97,8 +102,8 @@ def init_dwi_motion_wf(
     settings = registration_config or registration_preset("dwi", transform, sloppy)
 
     workflow = Workflow(name=name)
-    workflow.__desc__ = (
-        f"Head motion was estimated with *dmriprep_motion*, leaving one volume out: each "
+    workflow.__desc__ = (  # a paragraph of its own in the boilerplate
+        f"\n\nHead motion was estimated with *dmriprep_motion*, leaving one volume out: each "
         f"diffusion-weighted volume was predicted from all the others by {_MODEL_DESC[model]}, "
         f"and registered to its prediction with a {transform.lower()} transform "
         f"(`antsRegistration`, ANTs [@ants]). Estimation was repeated for {passes} pass(es), "
@@ -131,6 +136,9 @@ def init_dwi_motion_wf(
             pass_index=index,
             model=model,
             settings=settings,
+            anchor="none" if model == "b0" else anchor,
+            transform=transform,
+            anchor_settings=registration_preset("shell", "Rigid", sloppy),
             b0_threshold=b0_threshold,
             seed=seed,
             omp_nthreads=omp_nthreads,

@@ -8,14 +8,14 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-from dmriprep_motion.interfaces.dwi import ResampleSeries
+from dmriprep_motion.interfaces.dwi import ResampleSeries, ShellMeans
 from dmriprep_motion.interfaces.models import PredictVolume
-from dmriprep_motion.interfaces.transforms import ITKToRAS, MergeTransforms, SelectItems
+from dmriprep_motion.interfaces.transforms import AnchorShells, ITKToRAS, MergeTransforms, SelectItems
 from dmriprep_motion.workflows.registration import init_registration_node
 
 PASS_INPUTS = [
     "dwi_file", "volumes", "in_bval", "in_bvec", "n_volumes", "b0_indices", "dwi_indices",
-    "b0_xforms", "init_xforms", "init_ras", "reg_mask", "brain_mask",
+    "b0_xforms", "init_xforms", "init_ras", "reg_mask", "brain_mask", "dwiref",
 ]  # fmt: skip
 
 
@@ -24,6 +24,9 @@ def init_hmc_pass_wf(
     pass_index: int,
     model: str,
     settings: str | Path,
+    anchor: str = "median",
+    transform: str = "Rigid",
+    anchor_settings: str | Path | None = None,
     b0_threshold: float = 50.0,
     seed: int | None = None,
     omp_nthreads: int = 1,
@@ -45,6 +48,12 @@ def init_hmc_pass_wf(
         Signal model (see :mod:`dmriprep_motion.models`).
     settings : path
         ANTs JSON settings for the volume-to-prediction registrations.
+    anchor : {"median", "registration", "none"}
+        How each shell's common position is tied to the b0 reference (see
+        :class:`~dmriprep_motion.interfaces.transforms.AnchorShells`).
+    anchor_settings : path or None
+        ANTs JSON settings registering the b0 reference to each shell's
+        corrected mean (``anchor="registration"`` only).
     mem_gb : float
         Memory of one in-memory copy of the series (GB), for resource hints.
 
@@ -87,6 +96,9 @@ def init_hmc_pass_wf(
     )
     to_ras = pe.MapNode(ITKToRAS(), iterfield=["in_file"], name="to_ras", run_without_submitting=True)
     merge = pe.Node(MergeTransforms(), name="merge")
+    anchor_node = pe.Node(
+        AnchorShells(b0_threshold=b0_threshold, method=anchor, transform=transform), name="anchor"
+    )
 
     # fmt: off
     workflow.connect([
@@ -101,12 +113,37 @@ def init_hmc_pass_wf(
         (select_init, register, [("out", "initial_moving_transform")]),
         (register, to_ras, [("forward_transforms", "in_file")]),
         (inputnode, merge, [("n_volumes", "n_volumes"), ("b0_indices", "b0_indices"),
-                            ("b0_xforms", "b0_xforms"), ("dwi_indices", "dwi_indices"),
-                            ("init_ras", "previous"), ("brain_mask", "in_mask")]),
+                            ("b0_xforms", "b0_xforms"), ("dwi_indices", "dwi_indices")]),
         (to_ras, merge, [("out_file", "dwi_xforms"), ("matrix", "dwi_matrices")]),
-        (merge, outputnode, [("out_xforms", "out_xforms"), ("out_ras", "out_ras"),
-                             ("out_itk", "out_itk"), ("change", "change"), ("changes", "changes")]),
+        (merge, anchor_node, [("out_ras", "in_ras")]),
+        (inputnode, anchor_node, [("in_bval", "in_bval"), ("init_ras", "previous"),
+                                  ("brain_mask", "in_mask")]),
+        (anchor_node, outputnode, [("out_xforms", "out_xforms"), ("out_ras", "out_ras"),
+                              ("out_itk", "out_itk"), ("change", "change"), ("changes", "changes")]),
         (predict, outputnode, [("out_file", "predictions")]),
     ])
     # fmt: on
+    if anchor == "registration":
+        if anchor_settings is None:
+            raise ValueError("anchor='registration' needs anchor_settings")
+        shell_means = pe.Node(ShellMeans(b0_threshold=b0_threshold), name="shell_means", mem_gb=mem_gb)
+        align_shells = init_registration_node(
+            name="align_shells",
+            settings=anchor_settings,
+            iterfield=["moving_image"],
+            seed=seed,
+            omp_nthreads=omp_nthreads,
+            mem_gb=0.5,
+        )
+        # fmt: off
+        workflow.connect([
+            (inputnode, shell_means, [("dwi_file", "in_file"), ("in_bval", "in_bval")]),
+            (merge, shell_means, [("out_ras", "in_xforms")]),
+            (inputnode, align_shells, [("reg_mask", "fixed_image_masks")]),
+            (inputnode, align_shells, [("dwiref", "fixed_image")]),
+            (shell_means, align_shells, [("out_files", "moving_image")]),
+            (shell_means, anchor_node, [("shells", "shells")]),
+            (align_shells, anchor_node, [("forward_transforms", "shell_xforms")]),
+        ])
+        # fmt: on
     return workflow

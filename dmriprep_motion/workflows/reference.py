@@ -45,8 +45,8 @@ def init_dwi_reference_wf(
     fitting and registration.
     """
     workflow = Workflow(name=name)
-    workflow.__desc__ = (
-        "The b0 volumes were rigidly aligned to the first b0 with `antsRegistration` "
+    workflow.__desc__ = (  # a paragraph of its own in the boilerplate
+        "\n\nThe b0 volumes were rigidly aligned to the first b0 with `antsRegistration` "
         "(ANTs) and averaged into a b0 reference (*dwiref*); a brain mask was computed "
         "on it with DIPY's `median_otsu` [@dipy]."
     )
