@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -107,10 +108,11 @@ def _log_ants() -> None:
 
 
 def _write_boilerplate(workflow, output_dir: Path) -> Path:
+    from dmriprep_motion.bids import atomic_write_text
+
     text = workflow.visit_desc()
     path = output_dir / "logs" / "CITATION.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
+    atomic_write_text(path, text + "\n")  # participants running at once write the same file
     return path
 
 
@@ -129,9 +131,10 @@ def run(argv: list[str] | None = None) -> int:
     from dmriprep_motion.bids import InputError, collect_runs, init_output_dir
     from dmriprep_motion.models import ModelError
 
-    bids_dir = opts.bids_dir.expanduser().absolute()
-    output_dir = opts.output_dir.expanduser().absolute()
-    work_dir = opts.work_dir.expanduser().absolute()
+    # resolve(): "..", and symlinks, must not hide that the output is inside the input.
+    bids_dir = opts.bids_dir.expanduser().resolve()
+    output_dir = opts.output_dir.expanduser().resolve()
+    work_dir = opts.work_dir.expanduser().resolve()
     if output_dir == bids_dir or (
         bids_dir in output_dir.parents and (bids_dir / "derivatives") not in output_dir.parents
     ):
@@ -140,6 +143,10 @@ def run(argv: list[str] | None = None) -> int:
     if work_dir == output_dir or work_dir == bids_dir:
         LOGGER.error("the work directory must differ from the BIDS and output directories")
         return EXIT_USAGE
+    for what, folder in (("output", output_dir), ("work", work_dir)):
+        if folder.exists() and not folder.is_dir():
+            LOGGER.error("the %s directory is not a directory: %s", what, folder)
+            return EXIT_USAGE
     LOGGER.info("dmriprep-motion %s", __version__)
     try:
         runs = collect_runs(
@@ -161,13 +168,18 @@ def run(argv: list[str] | None = None) -> int:
         LOGGER.error("%s", err)
         return EXIT_USAGE
 
-    citation = _write_boilerplate(workflow, output_dir)
-    if opts.boilerplate_only:
-        LOGGER.info("methods boilerplate written to %s", citation)
-        return EXIT_OK
-    if opts.write_graph:
-        _write_graph(workflow, work_dir)
-    init_output_dir(output_dir, bids_dir)
+    try:
+        citation = _write_boilerplate(workflow, output_dir)
+        if opts.boilerplate_only:
+            LOGGER.info("methods boilerplate written to %s", citation)
+            return EXIT_OK
+        if opts.write_graph:
+            _write_graph(workflow, work_dir)
+        init_output_dir(output_dir, bids_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # e.g. read-only or full file system
+        LOGGER.error("cannot write the outputs: %s", err)
+        return EXIT_FAILURE
     n_runs = sum(len(r) for r in runs.values())
     LOGGER.info(
         "processing %d run(s) of %d participant(s) with %s %s; work dir %s",
@@ -235,9 +247,62 @@ def _build(opts, runs, bids_dir: Path, output_dir: Path, work_dir: Path):
     )
 
 
+class Terminated(BaseException):
+    """SIGTERM received (raised in the main process; not an ``Exception`` so nothing swallows it)."""
+
+
+_MAIN_PID: int | None = None
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids of every descendant of ``pid`` (Linux ``/proc``; else multiprocessing children)."""
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        import multiprocessing
+
+        return [p.pid for p in multiprocessing.active_children() if p.pid]
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    """Stop the whole process tree on SIGTERM (batch schedulers, ``timeout``, ``kill``).
+
+    Without this, Python dies at once and leaves MultiProc workers (and their
+    ``antsRegistration`` children) running as orphans.  Workers inherit the
+    handler and simply exit; the main process terminates its descendants, then
+    raises :class:`Terminated`.  Finished steps are kept in the work directory.
+    """
+    if os.getpid() != _MAIN_PID:
+        os._exit(128 + signum)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The process pool then reports its killed workers from a callback thread: expected, not news.
+    logging.getLogger("concurrent.futures").disabled = True
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (``dmriprep-motion demo ...`` runs the demo)."""
+    global _MAIN_PID
     argv = list(sys.argv[1:] if argv is None else argv)
+    _MAIN_PID = os.getpid()
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if argv[:1] == ["demo"]:
             from dmriprep_motion.cli.demo import main as demo
@@ -248,6 +313,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         LOGGER.error("interrupted; re-run with the same --work-dir to resume")
         code = 130
+    except Terminated:
+        LOGGER.error("terminated (SIGTERM); re-run with the same --work-dir to resume")
+        code = 143
     sys.exit(code)
 
 

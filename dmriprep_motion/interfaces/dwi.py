@@ -39,6 +39,24 @@ def load_dwi(path: str | Path) -> nb.Nifti1Image:
     return img
 
 
+def consistent_header(img: nb.Nifti1Image) -> nb.Nifti1Header:
+    """Copy of the header whose sform and qform both hold ``img.affine`` (codes kept).
+
+    NiBabel's ``affine`` is the sform when ``sform_code > 0`` (else the qform),
+    whereas ITK (hence ANTs) may read the qform instead when both are set and
+    differ: every image handed to ANTs, and every output, must therefore carry
+    one geometry.  The input's ``sform_code`` and ``qform_code`` are kept; a
+    code of 0 stays 0.
+    """
+    hdr = img.header.copy()
+    sform_code, qform_code = int(hdr["sform_code"]), int(hdr["qform_code"])
+    if sform_code == 0 and qform_code == 0:
+        return hdr
+    hdr.set_sform(img.affine, code=sform_code)
+    hdr.set_qform(img.affine, code=qform_code)
+    return hdr
+
+
 class _ValidateDWIInputSpec(BaseInterfaceInputSpec):
     dwi_file = File(exists=True, mandatory=True, desc="4D DWI series (NIfTI)")
     in_bval = File(exists=True, mandatory=True, desc="FSL b-values")
@@ -59,8 +77,8 @@ class ValidateDWI(SimpleInterface):
     """Check a DWI series and its gradients; write a clean float32 working copy.
 
     Non-finite voxels are set to zero (and counted in the log); b-vectors are
-    normalised; integer or scaled data become float32.  The input is never
-    modified.
+    normalised; integer or scaled data become float32; the qform is set to the
+    sform (see :func:`consistent_header`).  The input is never modified.
     """
 
     input_spec = _ValidateDWIInputSpec
@@ -79,7 +97,7 @@ class ValidateDWI(SimpleInterface):
         if bad.any():
             LOGGER.warning("%d non-finite voxel values set to 0", int(bad.sum()))
             data[bad] = 0.0
-        hdr = img.header.copy()
+        hdr = consistent_header(img)
         hdr.set_data_dtype(np.float32)
         out = nb.Nifti1Image(data, img.affine, hdr)
         out.header.set_slope_inter(1.0, 0.0)
