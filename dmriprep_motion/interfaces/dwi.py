@@ -57,6 +57,26 @@ def consistent_header(img: nb.Nifti1Image) -> nb.Nifti1Header:
     return hdr
 
 
+def save_like(data: np.ndarray, like: nb.spatialimages.SpatialImage, path: Path, dtype=np.float32) -> str:
+    """Save ``data`` with the header and affine of ``like`` (``dtype``, no scaling); return the path."""
+    hdr = like.header.copy()
+    hdr.set_data_dtype(dtype)
+    out = nb.Nifti1Image(np.asarray(data, dtype=dtype), like.affine, hdr)
+    out.header.set_slope_inter(1.0, 0.0)
+    out.to_filename(path)
+    return str(path)
+
+
+def prediction_similarity(
+    img: nb.spatialimages.SpatialImage, indices: list[int], predictions: list[str], mask: np.ndarray
+) -> dict[int, float]:
+    """Correlation, inside ``mask``, of volumes ``indices`` of ``img`` with their predicted volumes."""
+    return {
+        idx: similarity(np.asanyarray(img.dataobj[..., idx]), np.asanyarray(nb.load(pred).dataobj), mask)
+        for idx, pred in zip(indices, predictions, strict=True)
+    }
+
+
 class _ValidateDWIInputSpec(BaseInterfaceInputSpec):
     dwi_file = File(exists=True, mandatory=True, desc="4D DWI series (NIfTI)")
     in_bval = File(exists=True, mandatory=True, desc="FSL b-values")
@@ -165,11 +185,8 @@ class ResampleSeries(SimpleInterface):
         img = nb.load(self.inputs.in_file)
         xforms = np.load(self.inputs.in_xforms)
         data = resample_series(img, xforms, order=self.inputs.order)
-        hdr = img.header.copy()
-        hdr.set_data_dtype(np.float32)
         ext = ".nii.gz" if self.inputs.compress else ".nii"
-        out_file = Path(runtime.cwd) / f"resampled{ext}"
-        nb.Nifti1Image(data, img.affine, hdr).to_filename(out_file)
+        out_file = save_like(data, img, Path(runtime.cwd) / f"resampled{ext}")
         bvecs = np.loadtxt(self.inputs.in_bvec, ndmin=2).T
         out_bvec = write_bvecs(rotate_bvecs(bvecs, img.affine, xforms), Path(runtime.cwd) / "rotated.bvec")
         self._results.update(out_file=str(out_file), out_bvec=str(out_bvec))
@@ -200,8 +217,6 @@ class ShellMeans(SimpleInterface):
         img = nb.load(self.inputs.in_file)
         xforms = np.load(self.inputs.in_xforms)
         labels = shell_labels(np.loadtxt(self.inputs.in_bval, ndmin=1), self.inputs.b0_threshold)
-        hdr = img.header.copy()
-        hdr.set_data_dtype(np.float32)
         out_files, shells = [], []
         for label in range(1, labels.max() + 1):
             acc = np.zeros(img.shape[:3], dtype=np.float64)
@@ -209,9 +224,9 @@ class ShellMeans(SimpleInterface):
             for idx in members:
                 vol = np.asanyarray(img.dataobj[..., idx], dtype=np.float32)
                 acc += resample_volume(vol, img.affine, xforms[idx], img.affine, img.shape[:3])
-            fname = Path(runtime.cwd) / f"shell{label:02d}_mean.nii"
-            nb.Nifti1Image((acc / members.size).astype(np.float32), img.affine, hdr).to_filename(fname)
-            out_files.append(str(fname))
+            out_files.append(
+                save_like(acc / members.size, img, Path(runtime.cwd) / f"shell{label:02d}_mean.nii")
+            )
             shells.append(int(label))
         self._results.update(out_files=out_files, shells=shells)
         return runtime
@@ -247,12 +262,8 @@ class B0Reference(SimpleInterface):
             if xfm is not None:
                 vol = resample_volume(vol, img.affine, load_itk(xfm), img.affine, img.shape[:3])
             acc += vol
-        ref = (acc / len(self.inputs.b0_indices)).astype(np.float32)
-        hdr = img.header.copy()
-        hdr.set_data_dtype(np.float32)
-        out_file = Path(runtime.cwd) / "dwiref.nii.gz"
-        nb.Nifti1Image(ref, img.affine, hdr).to_filename(out_file)
-        self._results["out_file"] = str(out_file)
+        ref = acc / len(self.inputs.b0_indices)
+        self._results["out_file"] = save_like(ref, img, Path(runtime.cwd) / "dwiref.nii.gz")
         return runtime
 
 
@@ -287,13 +298,10 @@ class BrainMask(SimpleInterface):
         if not mask.any():
             raise DWIInputError("the brain mask is empty")
         reg = ndi.binary_dilation(mask, iterations=self.inputs.dilation) if self.inputs.dilation else mask
-        hdr = ref.header.copy()
-        hdr.set_data_dtype(np.uint8)
-        out_mask = Path(runtime.cwd) / "brain_mask.nii.gz"
-        out_reg = Path(runtime.cwd) / "reg_mask.nii.gz"
-        nb.Nifti1Image(mask.astype(np.uint8), ref.affine, hdr).to_filename(out_mask)
-        nb.Nifti1Image(reg.astype(np.uint8), ref.affine, hdr).to_filename(out_reg)
-        self._results.update(out_mask=str(out_mask), out_reg_mask=str(out_reg))
+        self._results.update(
+            out_mask=save_like(mask, ref, Path(runtime.cwd) / "brain_mask.nii.gz", np.uint8),
+            out_reg_mask=save_like(reg, ref, Path(runtime.cwd) / "reg_mask.nii.gz", np.uint8),
+        )
         return runtime
 
 
@@ -332,13 +340,13 @@ class VolumeSimilarity(SimpleInterface):
         img = nb.load(self.inputs.in_file)
         mask = np.asanyarray(nb.load(self.inputs.in_mask).dataobj) > 0
         ref = np.asanyarray(nb.load(self.inputs.reference).dataobj, dtype=np.float32)
-        targets = dict(zip(self.inputs.dwi_indices, self.inputs.predictions, strict=True))
-        out = []
-        for i in range(img.shape[3]):
-            vol = np.asanyarray(img.dataobj[..., i], dtype=np.float32)
-            other = np.asanyarray(nb.load(targets[i]).dataobj) if i in targets else ref
-            out.append(similarity(vol, other, mask))
-        self._results["similarity"] = out
+        scores = prediction_similarity(
+            img, list(self.inputs.dwi_indices), list(self.inputs.predictions), mask
+        )
+        self._results["similarity"] = [
+            scores[i] if i in scores else similarity(np.asanyarray(img.dataobj[..., i]), ref, mask)
+            for i in range(img.shape[3])
+        ]
         return runtime
 
 
@@ -373,12 +381,8 @@ class FlagOutliers(SimpleInterface):
         img = nb.load(self.inputs.in_file)
         mask = np.asanyarray(nb.load(self.inputs.in_mask).dataobj) > 0
         indices = list(self.inputs.dwi_indices)
-        sim = np.array(
-            [
-                similarity(np.asanyarray(img.dataobj[..., idx]), np.asanyarray(nb.load(pred).dataobj), mask)
-                for idx, pred in zip(indices, self.inputs.predictions, strict=True)
-            ]
-        )
+        scores = prediction_similarity(img, indices, list(self.inputs.predictions), mask)
+        sim = np.array([scores[idx] for idx in indices])
         shells = shell_labels(np.loadtxt(self.inputs.in_bval, ndmin=1), self.inputs.b0_threshold)[indices]
         flags = flag_outliers(sim, shells, self.inputs.threshold)
         self._results.update(

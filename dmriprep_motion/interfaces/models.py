@@ -15,6 +15,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from dmriprep_motion.interfaces.dwi import save_like
 from dmriprep_motion.models import MODEL_NAMES, get_model
 
 
@@ -54,9 +55,7 @@ class PredictVolume(SimpleInterface):
         pred = model.predict(data, bvals, bvecs, self.inputs.target, train=train)
         out = np.zeros(img.shape[:3], dtype=np.float32)
         out[mask] = pred
-        hdr = img.header.copy()
-        hdr.set_data_dtype(np.float32)
-        out_file = Path(runtime.cwd) / f"prediction_{self.inputs.target:04d}.nii"
-        nb.Nifti1Image(out, img.affine, hdr).to_filename(out_file)
-        self._results["out_file"] = str(out_file)
+        self._results["out_file"] = save_like(
+            out, img, Path(runtime.cwd) / f"prediction_{self.inputs.target:04d}.nii"
+        )
         return runtime
