@@ -27,6 +27,7 @@ DERIVATIVE_SUFFIXES = {
     "confounds": "desc-confounds_timeseries.tsv",
     "confounds_json": "desc-confounds_timeseries.json",
     "xforms": "from-orig_to-dwiref_mode-image_desc-hmc_xfm.txt",
+    "qc": "desc-qc_dwi.tsv",
 }
 
 #: Files of the derivatives that the BIDS validator does not know.  Folders are given

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from dmriprep_motion.gradients import shell_labels
 from dmriprep_motion.motion import FD_RADIUS, affine_parameters, framewise_displacement, motion_parameters
+from dmriprep_motion.outliers import flag_outliers
 
 RIGID_COLUMNS = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 AFFINE_COLUMNS = ["scale_x", "scale_y", "scale_z", "shear_xy", "shear_xz", "shear_yz"]
@@ -12,7 +14,7 @@ AFFINE_COLUMNS = ["scale_x", "scale_y", "scale_z", "shear_xy", "shear_xz", "shea
 _AXES = {"x": "left-right (R+)", "y": "posterior-anterior (A+)", "z": "inferior-superior (S+)"}
 
 
-def column_metadata(transform: str = "Rigid") -> dict[str, dict[str, str]]:
+def column_metadata(transform: str = "Rigid", outlier_threshold: float = 4.0) -> dict[str, dict[str, str]]:
     """BIDS-style descriptions of every confounds column."""
     meta: dict[str, dict[str, str]] = {}
     for axis, name in _AXES.items():
@@ -37,6 +39,12 @@ def column_metadata(transform: str = "Rigid") -> dict[str, dict[str, str]]:
         "its registration target (the model prediction; the b0 reference for b0 volumes).",
         "Units": "arbitrary",
     }
+    meta["outlier"] = {
+        "Description": "1 if the volume's similarity is abnormally low for its shell: robust z-score "
+        f"(median, 1.4826 x MAD) below -{outlier_threshold:g}; 0 otherwise (flagging disabled if 0).",
+        "Levels": {"0": "not an outlier", "1": "outlier"},
+        "Threshold": outlier_threshold,
+    }
     meta["bval"] = {"Description": "b-value of the volume.", "Units": "s/mm^2"}
     if transform == "Affine":
         for col in AFFINE_COLUMNS:
@@ -50,13 +58,25 @@ def column_metadata(transform: str = "Rigid") -> dict[str, dict[str, str]]:
 
 
 def confounds_table(
-    xforms_ras: np.ndarray, bvals: np.ndarray, similarity: np.ndarray | None = None, transform: str = "Rigid"
+    xforms_ras: np.ndarray,
+    bvals: np.ndarray,
+    similarity: np.ndarray | None = None,
+    transform: str = "Rigid",
+    outlier_threshold: float = 4.0,
+    b0_threshold: float = 50.0,
 ) -> tuple[list[str], np.ndarray]:
     """Build the confounds columns and values (N rows) from per-volume transforms."""
     params = motion_parameters(xforms_ras)
-    columns = RIGID_COLUMNS + ["framewise_displacement", "similarity", "bval"]
+    columns = RIGID_COLUMNS + ["framewise_displacement", "similarity", "outlier", "bval"]
     sim = np.full(params.shape[0], np.nan) if similarity is None else np.asarray(similarity, dtype=float)
-    values = [params, framewise_displacement(params)[:, None], sim[:, None], np.asarray(bvals)[:, None]]
+    flags = flag_outliers(sim, shell_labels(np.asarray(bvals), b0_threshold), outlier_threshold)
+    values = [
+        params,
+        framewise_displacement(params)[:, None],
+        sim[:, None],
+        flags.astype(float)[:, None],
+        np.asarray(bvals)[:, None],
+    ]
     if transform == "Affine":
         columns += AFFINE_COLUMNS
         values.append(affine_parameters(xforms_ras))

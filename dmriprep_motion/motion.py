@@ -190,6 +190,23 @@ def transform_errors(estimated: np.ndarray, truth: np.ndarray, points: np.ndarra
     return out
 
 
+def interpolate_transforms(start: np.ndarray, end: np.ndarray, fraction: float) -> np.ndarray:
+    """Move each (4, 4) transform of ``start`` a ``fraction`` of the way to ``end`` (geodesically).
+
+    ``start @ expm(fraction * logm(start⁻¹ @ end))``: 0 gives ``start``, 1 gives ``end``.
+    """
+    from scipy.linalg import expm, logm
+
+    a = np.asarray(start, dtype=float).reshape(-1, 4, 4)
+    b = np.asarray(end, dtype=float).reshape(-1, 4, 4)
+    out = np.empty_like(a)
+    for i, (m0, m1) in enumerate(zip(a, b, strict=True)):
+        step = np.real(logm(np.linalg.solve(m0, m1)))
+        out[i] = m0 @ expm(fraction * step)
+        out[i, 3] = (0, 0, 0, 1)
+    return out
+
+
 def transform_change(previous: np.ndarray, current: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Mean displacement (mm) over ``points`` between two (N, 4, 4) transform sets."""
     prev = np.asarray(previous, dtype=float).reshape(-1, 4, 4)

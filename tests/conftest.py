@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DS_XA30 = (ROOT / ".." / "shared" / "data" / "ds-xa30").resolve()
 
 #: Settings of the shared end-to-end run (fast, still real: two passes of ANTs).
-E2E_ARGS = ["--sloppy", "--nprocs", "2", "--passes", "2", "--seed", "42"]
+E2E_ARGS = ["--sloppy", "--nprocs", "2", "--passes", "3", "--seed", "42"]
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ from tests.conftest import tree_digest
 
 RUNS = ("sub-01_dir-AP", "sub-01_dir-PA")
 COLUMNS = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z", "framewise_displacement",
-           "similarity", "bval"]  # fmt: skip
+           "similarity", "outlier", "bval"]  # fmt: skip
 
 
 @pytest.mark.parametrize("stem", RUNS)

@@ -88,3 +88,16 @@ def test_resample_recovers_shift():
     centre = np.unravel_index(np.argmax(out), out.shape)
     assert centre == (8, 10, 10)
     nb.Nifti1Image(out, affine)  # valid image
+
+
+def test_interpolate_transforms_is_geodesic():
+    from dmriprep_motion.motion import interpolate_transforms
+
+    start = matrix_from_params([1.0, 0.0, 0.0, 0.0, 0.0, 0.1])
+    end = matrix_from_params([3.0, -2.0, 1.0, 0.0, 0.0, 0.3])
+    assert np.allclose(interpolate_transforms(start[None], end[None], 0.0)[0], start)
+    assert np.allclose(interpolate_transforms(start[None], end[None], 1.0)[0], end)
+    half = interpolate_transforms(start[None], end[None], 0.5)[0]
+    assert np.allclose(euler_from_matrix(half[:3, :3]), [0, 0, 0.2])  # half the rotation
+    again = interpolate_transforms(half[None], end[None], 1.0)[0]
+    assert np.allclose(again, end)

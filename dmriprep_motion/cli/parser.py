@@ -140,7 +140,44 @@ def build_parser() -> argparse.ArgumentParser:
         default="Rigid",
         help="transform of diffusion-weighted volumes (default Rigid; Affine absorbs eddy currents)",
     )
-    method.add_argument("--passes", type=_positive_int, default=2, help="estimation passes (default 2)")
+    method.add_argument("--passes", type=_positive_int, default=3, help="estimation passes (default 3)")
+    method.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        metavar="MM",
+        help="stop early once a pass changes no transform by more than MM (mean over the brain; "
+        "default 0.05; 0 always runs every pass)",
+    )
+    method.add_argument(
+        "--relaxation",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="from the second pass on, move each transform this fraction of the way to its new "
+        "estimate (default 0.5; damps oscillations between passes, 1 disables)",
+    )
+    method.add_argument(
+        "--anchor",
+        choices=["median", "registration", "none"],
+        default="median",
+        help="how each shell's common position is tied to the b0 reference after every pass: "
+        "median motion = 0 (default, robust), registration of the shell mean to the b0 (mutual "
+        "information, like eddy's post-alignment of shells), or none",
+    )
+    method.add_argument(
+        "--outlier-threshold",
+        type=float,
+        default=4.0,
+        metavar="Z",
+        help="flag volumes whose similarity to their prediction has a robust z-score (per shell) "
+        "below -Z (default 4; 0 disables)",
+    )
+    method.add_argument(
+        "--exclude-outliers",
+        action="store_true",
+        help="leave flagged volumes out of the model fits of the following pass",
+    )
     method.add_argument(
         "--b0-threshold",
         type=float,

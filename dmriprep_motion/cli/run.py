@@ -196,12 +196,23 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - Nipype reports failures as RuntimeError with crash files
         logs = ", ".join(str(output_dir / f"sub-{s}" / "log") for s in runs)
         LOGGER.error("processing failed (%s); crash reports in %s", str(err).splitlines()[0], logs)
+        _write_reports_after_failure(runs, output_dir, work_dir)
         return EXIT_FAILURE
     from dmriprep_motion.reports.assemble import write_subject_reports
 
     write_subject_reports(runs, output_dir, work_dir)
     LOGGER.info("finished in %.1f s; derivatives in %s", time.monotonic() - start, output_dir)
     return EXIT_OK
+
+
+def _write_reports_after_failure(runs, output_dir: Path, work_dir: Path) -> None:
+    """Assemble whatever reportlets exist, so the report lists the crash files."""
+    from dmriprep_motion.reports.assemble import write_subject_reports
+
+    try:
+        write_subject_reports(runs, output_dir, work_dir)
+    except Exception as err:  # noqa: BLE001 - the processing error is the one to report
+        LOGGER.warning("could not write the report after the failure: %s", err)
 
 
 def _validate_bids(bids_dir: Path, skip: bool) -> None:
@@ -220,6 +231,11 @@ def _build(opts, runs, bids_dir: Path, output_dir: Path, work_dir: Path):
         model=opts.model,
         transform=opts.transform,
         passes=opts.passes,
+        tolerance=opts.tolerance,
+        relaxation=opts.relaxation,
+        anchor=opts.anchor,
+        outlier_threshold=opts.outlier_threshold,
+        exclude_outliers=opts.exclude_outliers,
         b0_threshold=opts.b0_threshold,
         sloppy=opts.sloppy,
         seed=opts.seed,

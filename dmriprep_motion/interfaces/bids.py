@@ -16,6 +16,7 @@ from nipype.interfaces.base import (
 )
 
 from dmriprep_motion.bids import DERIVATIVE_SUFFIXES, atomic_copy, atomic_write_text
+from dmriprep_motion.qc import qc_tsv
 
 #: Written first; the preprocessed series and its sidecar come last, so their
 #: presence means the run's derivatives are complete.
@@ -58,6 +59,9 @@ class ExportDerivatives(SimpleInterface):
         meta = dict(self.inputs.metadata) if isdefined(self.inputs.metadata) else {}
         if isdefined(self.inputs.qc) and self.inputs.qc:
             meta["QC"] = dict(self.inputs.qc)
+            qc_file = folder / f"{self.inputs.stem}_{DERIVATIVE_SUFFIXES['qc']}"
+            atomic_write_text(qc_file, qc_tsv(meta["QC"]))
+            written.insert(0, str(qc_file))
         sidecar = folder / f"{self.inputs.stem}_{DERIVATIVE_SUFFIXES['sidecar']}"
         atomic_write_text(sidecar, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
         written.append(str(sidecar))

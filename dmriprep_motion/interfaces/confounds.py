@@ -16,6 +16,8 @@ class _ConfoundsInputSpec(BaseInterfaceInputSpec):
     in_bval = File(exists=True, mandatory=True, desc="b-values")
     similarity = traits.List(traits.Float, desc="per-volume similarity")
     transform = traits.Enum("Rigid", "Affine", usedefault=True, desc="estimated transform")
+    outlier_threshold = traits.Float(4.0, usedefault=True, desc="robust z-score flagging outliers")
+    b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
 
 
 class _ConfoundsOutputSpec(TraitedSpec):
@@ -33,10 +35,14 @@ class MotionConfounds(SimpleInterface):
         xforms = np.load(self.inputs.in_xforms)
         bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
         sim = np.asarray(self.inputs.similarity) if self.inputs.similarity else None
-        columns, values = confounds_table(xforms, bvals, sim, self.inputs.transform)
+        columns, values = confounds_table(
+            xforms, bvals, sim, self.inputs.transform, self.inputs.outlier_threshold, self.inputs.b0_threshold
+        )
         out_file = Path(runtime.cwd) / "confounds.tsv"
         write_tsv(out_file, columns, values)
         out_meta = Path(runtime.cwd) / "confounds.json"
-        out_meta.write_text(json.dumps(column_metadata(self.inputs.transform), indent=2))
+        out_meta.write_text(
+            json.dumps(column_metadata(self.inputs.transform, self.inputs.outlier_threshold), indent=2)
+        )
         self._results.update(out_file=str(out_file), out_metadata=str(out_meta))
         return runtime

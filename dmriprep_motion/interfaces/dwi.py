@@ -340,3 +340,49 @@ class VolumeSimilarity(SimpleInterface):
             out.append(similarity(vol, other, mask))
         self._results["similarity"] = out
         return runtime
+
+
+class _FlagInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="series moved by the previous pass's transforms")
+    predictions = InputMultiObject(File(exists=True), desc="the previous pass's predictions")
+    dwi_indices = traits.List(traits.Int, mandatory=True, desc="volumes the predictions belong to")
+    in_bval = File(exists=True, mandatory=True, desc="b-values")
+    in_mask = File(exists=True, mandatory=True, desc="brain mask")
+    threshold = traits.Float(4.0, usedefault=True, desc="robust z-score below which a volume is an outlier")
+    b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+
+
+class _FlagOutputSpec(TraitedSpec):
+    exclude = traits.List(traits.Int, desc="outlier volumes (empty before any prediction exists)")
+    scores = traits.List(traits.Float, desc="robust z-score of each diffusion-weighted volume")
+
+
+class FlagOutliers(SimpleInterface):
+    """Flag volumes that match their (registered) prediction abnormally badly, per shell."""
+
+    input_spec = _FlagInputSpec
+    output_spec = _FlagOutputSpec
+
+    def _run_interface(self, runtime):
+        from dmriprep_motion.gradients import shell_labels
+        from dmriprep_motion.outliers import flag_outliers, robust_z
+
+        if not isdefined(self.inputs.predictions) or not self.inputs.predictions:
+            self._results.update(exclude=[], scores=[])
+            return runtime
+        img = nb.load(self.inputs.in_file)
+        mask = np.asanyarray(nb.load(self.inputs.in_mask).dataobj) > 0
+        indices = list(self.inputs.dwi_indices)
+        sim = np.array(
+            [
+                similarity(np.asanyarray(img.dataobj[..., idx]), np.asanyarray(nb.load(pred).dataobj), mask)
+                for idx, pred in zip(indices, self.inputs.predictions, strict=True)
+            ]
+        )
+        shells = shell_labels(np.loadtxt(self.inputs.in_bval, ndmin=1), self.inputs.b0_threshold)[indices]
+        flags = flag_outliers(sim, shells, self.inputs.threshold)
+        self._results.update(
+            exclude=[idx for idx, flag in zip(indices, flags, strict=True) if flag],
+            scores=robust_z(sim, shells).tolist(),
+        )
+        return runtime

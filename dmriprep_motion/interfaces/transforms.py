@@ -17,6 +17,7 @@ from nipype.interfaces.base import (
 )
 
 from dmriprep_motion.motion import (
+    interpolate_transforms,
     load_itk,
     mask_coordinates,
     matrix_from_params,
@@ -112,6 +113,9 @@ class _AnchorInputSpec(BaseInterfaceInputSpec):
     in_ras = File(exists=True, mandatory=True, desc="(N, 4, 4) RAS+ transforms (.npy)")
     method = traits.Enum("median", "registration", "none", usedefault=True, desc="how shells are anchored")
     transform = traits.Enum("Rigid", "Affine", usedefault=True, desc="transform of the registrations")
+    relaxation = traits.Range(
+        low=0.0, high=1.0, value=1.0, usedefault=True, desc="fraction of the step from previous to new"
+    )
     in_bval = File(exists=True, mandatory=True, desc="b-values")
     b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
     shells = traits.List(traits.Int, desc="shell labels of shell_xforms")
@@ -151,6 +155,13 @@ class AnchorShells(SimpleInterface):
         mean (mutual information, as FSL eddy's post-alignment of shells).
     ``none``
         Transforms pass through (right when the target is the b0 itself).
+
+    With ``relaxation < 1`` every transform first moves only that fraction of
+    the way from the previous pass's estimate to the new one.  Passes are a
+    fixed-point iteration whose operator (how an error of one volume moves the
+    predictions of the others) can have eigenvalues below -1 when the model
+    interpolates with signed weights; relaxation damps that oscillation and
+    leaves the fixed point unchanged.
     """
 
     input_spec = _AnchorInputSpec
@@ -159,7 +170,7 @@ class AnchorShells(SimpleInterface):
     def _corrections(self, mats, labels):
         if self.inputs.method == "median":
             return {
-                label: np.linalg.inv(_median_transform(mats[labels == label], self.inputs.transform))
+                label: _median_correction(mats[labels == label], self.inputs.transform)
                 for label in range(1, labels.max() + 1)
             }
         if self.inputs.method == "registration" and isdefined(self.inputs.shell_xforms):
@@ -174,6 +185,8 @@ class AnchorShells(SimpleInterface):
 
         cwd = Path(runtime.cwd)
         mats = np.load(self.inputs.in_ras)
+        if self.inputs.relaxation < 1.0 and isdefined(self.inputs.previous):
+            mats = interpolate_transforms(np.load(self.inputs.previous), mats, self.inputs.relaxation)
         labels = shell_labels(np.loadtxt(self.inputs.in_bval, ndmin=1), self.inputs.b0_threshold)
         points = mask_coordinates(nb.load(self.inputs.in_mask)) if isdefined(self.inputs.in_mask) else None
         corrections = []
@@ -207,6 +220,17 @@ def _median_transform(mats: np.ndarray, transform: str) -> np.ndarray:
     return matrix_from_params(np.median(motion_parameters(mats), axis=0))
 
 
+def _median_correction(mats: np.ndarray, transform: str, iterations: int = 20) -> np.ndarray:
+    """``G`` such that the robust centre of ``mats @ G`` is the identity (fixed-point iteration)."""
+    correction = np.eye(4)
+    for _ in range(iterations):
+        step = np.linalg.inv(_median_transform(mats @ correction, transform))
+        correction = correction @ step
+        if np.abs(step - np.eye(4)).max() < 1e-9:
+            break
+    return correction
+
+
 class _SelectInputSpec(BaseInterfaceInputSpec):
     inlist = traits.List(traits.Any, mandatory=True, desc="per-volume items")
     indices = traits.List(traits.Int, mandatory=True, desc="items to keep, in this order")
@@ -224,4 +248,25 @@ class SelectItems(SimpleInterface):
 
     def _run_interface(self, runtime):
         self._results["out"] = [self.inputs.inlist[i] for i in self.inputs.indices]
+        return runtime
+
+
+class _ConvergedInputSpec(BaseInterfaceInputSpec):
+    prev_change = traits.Float(desc="largest change of a transform in the previous pass (mm)")
+    tolerance = traits.Float(0.0, usedefault=True, desc="converged below this change (mm); 0 never")
+
+
+class _ConvergedOutputSpec(TraitedSpec):
+    skip = traits.Bool(desc="the previous pass converged: skip this pass's registrations")
+
+
+class CheckConvergence(SimpleInterface):
+    """Decide whether a pass can be skipped (the previous one changed less than the tolerance)."""
+
+    input_spec = _ConvergedInputSpec
+    output_spec = _ConvergedOutputSpec
+
+    def _run_interface(self, runtime):
+        change = self.inputs.prev_change
+        self._results["skip"] = bool(isdefined(change) and change < self.inputs.tolerance)
         return runtime

@@ -1,88 +1,149 @@
-"""Per-subject HTML report, built from the derivatives once a participant is done."""
+"""Per-subject HTML report, assembled by nireports from the reportlets in ``sub-X/figures/``.
+
+The reportlets are written by the Nipype nodes of
+:func:`dmriprep_motion.workflows.reports.init_dwi_reports_wf`; this module only
+assembles them (and the methods boilerplate, crash files and provenance) into
+``<output_dir>/sub-<label>.html`` following ``data/reports/bootstrap.yml`` and
+our self-contained Jinja template ``data/reports/report.tpl`` (nireports' default
+template loads jQuery and Bootstrap from CDNs; ours needs no network).
+"""
 
 from __future__ import annotations
 
 import html
-import json
 import logging
+import re
+import shutil
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
 from pathlib import Path
-
-import numpy as np
+from urllib.parse import unquote, urlparse
 
 from dmriprep_motion import __version__
-from dmriprep_motion.bids import DWIRun, atomic_write_text
+from dmriprep_motion.bids import DWIRun
+from dmriprep_motion.data import load
+from dmriprep_motion.qc import read_confounds
 
 LOGGER = logging.getLogger("dmriprep_motion")
 
-
-def read_confounds(path: Path) -> dict[str, np.ndarray]:
-    """Read a confounds TSV into columns (``n/a`` as NaN)."""
-    lines = Path(path).read_text().splitlines()
-    header = lines[0].split("\t")
-    rows = [[np.nan if v == "n/a" else float(v) for v in line.split("\t")] for line in lines[1:]]
-    values = np.array(rows, dtype=float).reshape(len(rows), len(header))
-    return {name: values[:, i] for i, name in enumerate(header)}
+__all__ = ["read_confounds", "write_subject_reports", "write_subject_report", "local_references"]
 
 
-def _motion_svg(conf: dict[str, np.ndarray], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(3, 1, figsize=(9, 6), sharex=True)
-    vols = np.arange(conf["trans_x"].size)
-    for axis in "xyz":
-        axes[0].plot(vols, conf[f"trans_{axis}"], label=axis)
-        axes[1].plot(vols, np.degrees(conf[f"rot_{axis}"]), label=axis)
-    axes[2].plot(vols, conf["framewise_displacement"], color="k")
-    axes[0].set_ylabel("translation (mm)")
-    axes[1].set_ylabel("rotation (deg)")
-    axes[2].set_ylabel("FD (mm)")
-    axes[2].set_xlabel("volume")
-    axes[0].legend(ncol=3, fontsize="small")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="svg")
-    plt.close(fig)
+def write_citation_html(output_dir: Path) -> Path | None:
+    """Render ``logs/CITATION.md`` to ``logs/CITATION.html`` with pandoc, when pandoc is installed."""
+    pandoc = shutil.which("pandoc")
+    source = Path(output_dir) / "logs" / "CITATION.md"
+    if pandoc is None or not source.is_file():
+        return None
+    out = source.with_suffix(".html")
+    cmd = [pandoc, str(source), "--standalone", "--citeproc", "--metadata",
+           "pagetitle=dmriprep-motion methods", "--bibliography", str(load("reports/boilerplate.bib")),
+           "-o", str(out)]  # fmt: skip
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as err:
+        LOGGER.warning("pandoc could not render the methods boilerplate to HTML: %s", err)
+        return None
     return out
 
 
+def provenance(subject: str, runs: list[DWIRun], output_dir: Path) -> dict:
+    """Metadata of the "Reproducibility and provenance" reportlet."""
+    from dmriprep_motion.interfaces.reports import software_versions
+
+    return {
+        "Execution provenance": {
+            "dmriprep-motion version": __version__,
+            "Command": f"<code>{html.escape(' '.join([Path(sys.argv[0]).name, *sys.argv[1:]]))}</code>",
+            "Date report assembled": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "Participant": f"sub-{subject}",
+            "DWI runs": ", ".join(run.dwi.name for run in runs),
+            "Output directory": str(output_dir),
+        },
+        "Software versions": software_versions(),
+    }
+
+
+def write_subject_report(subject: str, runs: list[DWIRun], output_dir: Path) -> Path:
+    """Assemble ``<output_dir>/sub-<subject>.html`` from the reportlets of ``subject``."""
+    from nireports.assembler.report import Report
+
+    output_dir = Path(output_dir).absolute()
+    report = Report(
+        output_dir,
+        None,
+        bootstrap_file=load("reports/bootstrap.yml"),
+        out_filename=f"sub-{subject}.html",
+        reportlets_dir=output_dir,
+        metadata={
+            "template": str(load("reports/report.tpl")),
+            "provenance": provenance(subject, runs, output_dir),
+        },
+        subject=subject,
+    )
+    report.generate_report()
+    path = Path(report.out_filename)
+    missing = [ref for ref in local_references(path) if not (path.parent / ref).exists()]
+    if missing:
+        LOGGER.warning("report %s refers to missing files: %s", path, ", ".join(missing))
+    return path
+
+
 def write_subject_reports(runs: dict[str, list[DWIRun]], output_dir: Path, work_dir: Path) -> list[Path]:
-    """Write ``sub-<label>.html`` for every processed participant."""
+    """Write ``sub-<label>.html`` for every processed participant.
+
+    Parameters
+    ----------
+    runs : dict
+        DWI runs by participant label.
+    output_dir : path
+        Derivatives root (reportlets are in ``sub-<label>/figures/``).
+    work_dir : path
+        Nipype working directory (unused: everything the report shows is in ``output_dir``).
+    """
+    del work_dir
+    if write_citation_html(output_dir):
+        LOGGER.info("methods boilerplate rendered to HTML with pandoc")
     written = []
     for subject, subject_runs in runs.items():
-        sections = []
-        for run in subject_runs:
-            conf = read_confounds(run.derivative(output_dir, "confounds"))
-            meta = json.loads(run.derivative(output_dir, "sidecar").read_text())
-            figure = Path(output_dir) / f"sub-{subject}" / "figures" / f"{run.stem}_desc-motion_dwi.svg"
-            _motion_svg(conf, figure)
-            fd = conf["framewise_displacement"]
-            settings = meta.get("MotionCorrection", {})
-            rows = {
-                "Volumes": conf["trans_x"].size,
-                "Model": settings.get("Model"),
-                "Transform": settings.get("Transform"),
-                "Passes": settings.get("Passes"),
-                "Mean FD (mm)": f"{np.nanmean(fd):.3f}",
-                "Max FD (mm)": f"{np.nanmax(fd):.3f}",
-            }
-            table = "".join(
-                f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items()
-            )
-            rel = figure.relative_to(output_dir).as_posix()
-            sections.append(
-                f"<section><h2>{html.escape(run.stem)}</h2><table>{table}</table>"
-                f'<img src="{rel}" alt="motion traces of {html.escape(run.stem)}"></section>'
-            )
-        page = (
-            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>sub-{subject}</title></head>"
-            f"<body><h1>dmriprep-motion {__version__}: sub-{html.escape(subject)}</h1>{''.join(sections)}"
-            "</body></html>\n"
-        )
-        path = Path(output_dir) / f"sub-{subject}.html"
-        atomic_write_text(path, page)
+        path = write_subject_report(subject, subject_runs, output_dir)
         written.append(path)
         LOGGER.info("report: %s", path)
     return written
+
+
+class _References(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        for key, value in attrs:
+            if key in ("src", "data", "href") and value:
+                self.refs.append(value)
+
+
+def local_references(html_file: str | Path) -> list[str]:
+    """Relative file references (``src``, ``data``, ``href``) of an HTML page, anchors excluded.
+
+    Raises
+    ------
+    ValueError
+        If the page loads anything from the network (``http(s)://`` or ``//`` in ``src``/``data``).
+    """
+    text = Path(html_file).read_text()
+    parser = _References()
+    parser.feed(text)
+    out = []
+    for ref in parser.refs:
+        url = urlparse(ref)
+        if url.scheme in ("http", "https") or ref.startswith("//"):
+            if re.search(rf'(src|data)=["\']{re.escape(ref)}', text):
+                raise ValueError(f"{html_file} loads a remote resource: {ref}")
+            continue  # a plain link, not a resource the page needs
+        if url.scheme or ref.startswith("#"):
+            continue
+        out.append(unquote(url.path))
+    return out

@@ -14,6 +14,7 @@ from dmriprep_motion.bids import DWIRun
 from dmriprep_motion.models import choose_model, get_model
 from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
 from dmriprep_motion.workflows.outputs import DERIVATIVE_INPUTS, init_dwi_derivatives_wf
+from dmriprep_motion.workflows.reports import REPORT_INPUTS, init_dwi_reports_wf
 
 LOGGER = logging.getLogger("dmriprep_motion")
 
@@ -24,7 +25,12 @@ class Settings:
 
     model: str = "auto"
     transform: str = "Rigid"
-    passes: int = 2
+    passes: int = 3
+    tolerance: float = 0.05
+    relaxation: float = 0.5
+    anchor: str = "median"
+    outlier_threshold: float = 4.0
+    exclude_outliers: bool = False
     b0_threshold: float = 50.0
     sloppy: bool = False
     seed: int | None = 20161107
@@ -37,6 +43,11 @@ class Settings:
             "Model": model,
             "Transform": self.transform,
             "Passes": self.passes,
+            "Tolerance": self.tolerance,
+            "Relaxation": self.relaxation,
+            "Anchor": self.anchor,
+            "OutlierThreshold": self.outlier_threshold,
+            "ExcludeOutliers": self.exclude_outliers,
             "B0Threshold": self.b0_threshold,
             "Sloppy": self.sloppy,
             "Seed": self.seed,
@@ -102,6 +113,11 @@ def init_single_subject_wf(
             model=model,
             transform=settings.transform,
             passes=settings.passes,
+            tolerance=settings.tolerance,
+            relaxation=settings.relaxation,
+            anchor=settings.anchor,
+            outlier_threshold=settings.outlier_threshold,
+            exclude_outliers=settings.exclude_outliers,
             b0_threshold=settings.b0_threshold,
             sloppy=settings.sloppy,
             seed=settings.seed,
@@ -122,6 +138,24 @@ def init_single_subject_wf(
         )
         fields = [f for f in DERIVATIVE_INPUTS if f != "qc"]
         workflow.connect([(motion_wf, outputs_wf, [(f"outputnode.{f}", f"inputnode.{f}") for f in fields])])
+
+        # Visual report and QC metrics (the metrics also go into the derivatives).
+        reports_wf = init_dwi_reports_wf(
+            output_dir=output_dir,
+            subject=run.subject,
+            stem=run.stem,
+            settings=settings.as_metadata(model),
+            b0_threshold=settings.b0_threshold,
+            outlier_threshold=settings.outlier_threshold,
+            mem_gb=run.mem_gb,
+            name=f"{run.name}_reports_wf",
+        )
+        sources = {"dwi_file": "dwi_file", "in_bval": "out_bval", "out_bvec": "out_bvec"}
+        workflow.connect([
+            (motion_wf, reports_wf, [(f"outputnode.{sources.get(f, f)}", f"inputnode.{f}")
+                                     for f in REPORT_INPUTS]),
+            (reports_wf, outputs_wf, [("outputnode.qc", "inputnode.qc")]),
+        ])  # fmt: skip
     return workflow
 
 
@@ -134,7 +168,9 @@ def init_dmriprep_motion_wf(
     work_dir: Path,
 ) -> Workflow:
     """The whole job: one sub-workflow per participant."""
-    workflow = Workflow(name="dmriprep_motion_wf")
+    # The version is part of the name (as in fMRIPrep): a work directory reused after an
+    # upgrade starts afresh instead of mixing cached results of two versions.
+    workflow = Workflow(name=f"dmriprep_motion_{__version__.replace('.', '_')}_wf")
     workflow.base_dir = str(work_dir)
     for subject, subject_runs in runs.items():
         single = init_single_subject_wf(
@@ -144,9 +180,12 @@ def init_dmriprep_motion_wf(
             bids_dir=bids_dir,
             settings=settings,
         )
-        single.config["execution"] = {
-            "crashdump_dir": str(Path(output_dir).absolute() / f"sub-{subject}" / "log"),
-        }
+        crashdump_dir = str(Path(output_dir).absolute() / f"sub-{subject}" / "log")
+        single.config["execution"] = {"crashdump_dir": crashdump_dir}
+        # Nipype only merges the *top-level* workflow's config into its nodes: set the
+        # crash folder on every node so crash files land in sub-X/log/ (listed by the report).
+        for node in all_nodes(single):
+            node.config = {"execution": {"crashdump_dir": crashdump_dir}}
         workflow.add_nodes([single])
     return workflow
 

@@ -20,6 +20,10 @@ OUTPUTS = [
     "confounds", "confounds_metadata", "similarity", "pass_changes", "predictions",
 ]  # fmt: skip
 
+#: Extra outputs for the visual report (original series and b-vectors, volume indices,
+#: per-pass per-volume changes of the transforms).
+REPORT_OUTPUTS = ["dwi_orig", "bvec_orig", "dwi_indices", "pass_volume_changes"]
+
 _MODEL_DESC = {
     "b0": "the b0 reference",
     "avgdwi": "the average of the other volumes of the same shell",
@@ -36,8 +40,12 @@ def init_dwi_motion_wf(
     *,
     model: str = "gp",
     transform: str = "Rigid",
-    passes: int = 2,
+    passes: int = 3,
     anchor: str = "median",
+    tolerance: float = 0.05,
+    relaxation: float = 0.5,
+    outlier_threshold: float = 4.0,
+    exclude_outliers: bool = False,
     b0_threshold: float = 50.0,
     sloppy: bool = False,
     seed: int | None = None,
@@ -62,6 +70,18 @@ def init_dwi_motion_wf(
         How the common position of each shell is tied to the b0 reference after
         each pass: its median motion is zero (default, robust), registration of
         the shell mean to the b0 reference (mutual information), or not at all.
+    tolerance : float
+        Stop early (skip the registrations of later passes) once a pass changes
+        no transform by more than this many mm (mean over the brain); 0 never.
+    relaxation : float
+        From the second pass on, each transform moves this fraction of the way
+        from the previous pass's estimate to the new one (damping, see
+        :class:`~dmriprep_motion.interfaces.transforms.AnchorShells`).
+    outlier_threshold : float
+        Robust z-score (per shell) of the similarity between a corrected volume
+        and its prediction below which the volume is flagged (0 disables).
+    exclude_outliers : bool
+        Leave flagged volumes out of the model fits of the following pass.
     b0_threshold : float
         Volumes with ``bval <= b0_threshold`` are b0s.
     sloppy : bool
@@ -115,7 +135,7 @@ def init_dwi_motion_wf(
     inputnode = pe.Node(
         niu.IdentityInterface(fields=["dwi_file", "in_bval", "in_bvec", "in_mask"]), name="inputnode"
     )
-    outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUTS), name="outputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUTS + REPORT_OUTPUTS), name="outputnode")
     reference_wf = init_dwi_reference_wf(
         b0_settings=registration_preset("b0", "Rigid", sloppy),
         b0_threshold=b0_threshold,
@@ -126,9 +146,13 @@ def init_dwi_motion_wf(
     changes = pe.Node(niu.Merge(passes), name="changes", run_without_submitting=True)
     final = pe.Node(ResampleSeries(order=3, compress=True), name="final", mem_gb=2 * mem_gb)
     similarity = pe.Node(VolumeSimilarity(), name="similarity", mem_gb=mem_gb)
-    confounds = pe.Node(MotionConfounds(transform=transform), name="confounds")
+    confounds = pe.Node(
+        MotionConfounds(transform=transform, outlier_threshold=outlier_threshold, b0_threshold=b0_threshold),
+        name="confounds",
+    )
 
-    shared = [(f, f) for f in PASS_INPUTS if f not in ("init_xforms", "init_ras")]
+    chained = ("init_xforms", "init_ras", "prev_change", "prev_predictions")
+    shared = [(f, f) for f in PASS_INPUTS if f not in chained]
     previous = (reference_wf, "outputnode.init_xforms", "outputnode.init_ras")
     connections = []
     for index in range(1, passes + 1):
@@ -138,8 +162,12 @@ def init_dwi_motion_wf(
             settings=settings,
             anchor="none" if model == "b0" else anchor,
             transform=transform,
+            relaxation=1.0 if index == 1 else relaxation,
             anchor_settings=registration_preset("shell", "Rigid", sloppy),
             b0_threshold=b0_threshold,
+            tolerance=tolerance,
+            outlier_threshold=outlier_threshold,
+            exclude_outliers=exclude_outliers,
             seed=seed,
             omp_nthreads=omp_nthreads,
             mem_gb=mem_gb,
@@ -150,6 +178,10 @@ def init_dwi_motion_wf(
                                     (previous[2], "inputnode.init_ras")]),
             (pass_wf, changes, [("outputnode.change", f"in{index}")]),
         ]  # fmt: skip
+        if index > 1:
+            chain = [("outputnode.change", "inputnode.prev_change"),
+                     ("outputnode.predictions", "inputnode.prev_predictions")]  # fmt: skip
+            connections.append((previous[0], pass_wf, chain))
         previous = (pass_wf, "outputnode.out_xforms", "outputnode.out_ras")
     last = previous[0]
 
@@ -176,5 +208,23 @@ def init_dwi_motion_wf(
         (similarity, outputnode, [("similarity", "similarity")]),
         (changes, outputnode, [("out", "pass_changes")]),
     ])
+    # fmt: on
+
+    # Outputs for the visual report (issue #4): kept apart from the estimation graph above.
+    volume_changes = pe.Node(
+        niu.Merge(passes, no_flatten=True), name="volume_changes", run_without_submitting=True
+    )
+    pass_wfs = [workflow.get_node(f"hmc_pass{index:02d}_wf") for index in range(1, passes + 1)]
+    # fmt: off
+    workflow.connect(
+        [(pass_wf, volume_changes, [("outputnode.changes", f"in{index}")])
+         for index, pass_wf in enumerate(pass_wfs, start=1)]
+        + [
+            (reference_wf, outputnode, [("outputnode.dwi_file", "dwi_orig"),
+                                        ("outputnode.in_bvec", "bvec_orig"),
+                                        ("outputnode.dwi_indices", "dwi_indices")]),
+            (volume_changes, outputnode, [("out", "pass_volume_changes")]),
+        ]
+    )
     # fmt: on
     return workflow

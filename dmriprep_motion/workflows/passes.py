@@ -8,14 +8,21 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-from dmriprep_motion.interfaces.dwi import ResampleSeries, ShellMeans
+from dmriprep_motion.interfaces.dwi import FlagOutliers, ResampleSeries, ShellMeans
 from dmriprep_motion.interfaces.models import PredictVolume
-from dmriprep_motion.interfaces.transforms import AnchorShells, ITKToRAS, MergeTransforms, SelectItems
+from dmriprep_motion.interfaces.transforms import (
+    AnchorShells,
+    CheckConvergence,
+    ITKToRAS,
+    MergeTransforms,
+    SelectItems,
+)
 from dmriprep_motion.workflows.registration import init_registration_node
 
 PASS_INPUTS = [
     "dwi_file", "volumes", "in_bval", "in_bvec", "n_volumes", "b0_indices", "dwi_indices",
     "b0_xforms", "init_xforms", "init_ras", "reg_mask", "brain_mask", "dwiref",
+    "prev_change", "prev_predictions",
 ]  # fmt: skip
 
 
@@ -26,8 +33,12 @@ def init_hmc_pass_wf(
     settings: str | Path,
     anchor: str = "median",
     transform: str = "Rigid",
+    relaxation: float = 1.0,
     anchor_settings: str | Path | None = None,
     b0_threshold: float = 50.0,
+    tolerance: float = 0.0,
+    outlier_threshold: float = 4.0,
+    exclude_outliers: bool = False,
     seed: int | None = None,
     omp_nthreads: int = 1,
     mem_gb: float = 1.0,
@@ -51,9 +62,20 @@ def init_hmc_pass_wf(
     anchor : {"median", "registration", "none"}
         How each shell's common position is tied to the b0 reference (see
         :class:`~dmriprep_motion.interfaces.transforms.AnchorShells`).
+    relaxation : float
+        Fraction of the step from the previous transforms to the new estimates
+        (1 takes the new estimates; less damps oscillations between passes).
     anchor_settings : path or None
         ANTs JSON settings registering the b0 reference to each shell's
         corrected mean (``anchor="registration"`` only).
+    tolerance : float
+        When the previous pass changed no transform by more than this (mm, mean
+        over the brain), the registrations of this pass are skipped.
+    outlier_threshold : float
+        Robust z-score of the similarity to the previous prediction below which
+        a volume is an outlier (``0`` disables flagging).
+    exclude_outliers : bool
+        Leave the previous pass's outliers out of every model fit.
     mem_gb : float
         Memory of one in-memory copy of the series (GB), for resource hints.
 
@@ -86,6 +108,8 @@ def init_hmc_pass_wf(
     )
     select_moving = pe.Node(SelectItems(), name="select_moving", run_without_submitting=True)
     select_init = pe.Node(SelectItems(), name="select_init", run_without_submitting=True)
+    converged = pe.Node(CheckConvergence(tolerance=tolerance), name="converged", run_without_submitting=True)
+    outliers = pe.Node(FlagOutliers(threshold=outlier_threshold, b0_threshold=b0_threshold), name="outliers")
     register = init_registration_node(
         name="register",
         settings=settings,
@@ -97,7 +121,8 @@ def init_hmc_pass_wf(
     to_ras = pe.MapNode(ITKToRAS(), iterfield=["in_file"], name="to_ras", run_without_submitting=True)
     merge = pe.Node(MergeTransforms(), name="merge")
     anchor_node = pe.Node(
-        AnchorShells(b0_threshold=b0_threshold, method=anchor, transform=transform), name="anchor"
+        AnchorShells(b0_threshold=b0_threshold, method=anchor, transform=transform, relaxation=relaxation),
+        name="anchor",
     )
 
     # fmt: off
@@ -107,6 +132,11 @@ def init_hmc_pass_wf(
         (moved, predict, [("out_file", "in_file"), ("out_bvec", "in_bvec")]),
         (inputnode, select_moving, [("volumes", "inlist"), ("dwi_indices", "indices")]),
         (inputnode, select_init, [("init_xforms", "inlist"), ("dwi_indices", "indices")]),
+        (inputnode, converged, [("prev_change", "prev_change")]),
+        (converged, register, [("skip", "skip")]),
+        (moved, outliers, [("out_file", "in_file")]),
+        (inputnode, outliers, [("prev_predictions", "predictions"), ("dwi_indices", "dwi_indices"),
+                               ("in_bval", "in_bval"), ("brain_mask", "in_mask")]),
         (predict, register, [("out_file", "fixed_image")]),
         (inputnode, register, [("reg_mask", "fixed_image_masks")]),
         (select_moving, register, [("out", "moving_image")]),
@@ -121,8 +151,11 @@ def init_hmc_pass_wf(
         (anchor_node, outputnode, [("out_xforms", "out_xforms"), ("out_ras", "out_ras"),
                               ("out_itk", "out_itk"), ("change", "change"), ("changes", "changes")]),
         (predict, outputnode, [("out_file", "predictions")]),
+        (outliers, outputnode, [("exclude", "outliers")]),
     ])
     # fmt: on
+    if exclude_outliers:
+        workflow.connect([(outliers, predict, [("exclude", "exclude")])])
     if anchor == "registration":
         if anchor_settings is None:
             raise ValueError("anchor='registration' needs anchor_settings")

@@ -4,8 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nipype.interfaces.ants import Registration
 from nipype.pipeline import engine as pe
+
+from dmriprep_motion.interfaces.registration import SkippableRegistration
+
+
+def configure_registration(interface, seed: int | None, omp_nthreads: int):
+    """Pin the threads and the seed of an ANTs registration so that runs are repeatable.
+
+    The environment is merged, not replaced: Nipype puts the ITK thread limit
+    (``NSLOTS``) there, and losing it lets ITK use every core, whose parallel
+    reductions make results differ from run to run.
+    """
+    interface.inputs.num_threads = omp_nthreads
+    env = dict(interface.inputs.environ)
+    # Nipype exports NSLOTS only when num_threads changes from its default (1).
+    env["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(omp_nthreads)
+    env["NSLOTS"] = str(omp_nthreads)
+    if seed is not None:
+        interface.inputs.random_seed = int(seed)
+        env["ANTS_RANDOM_SEED"] = str(int(seed))
+    interface.inputs.environ = env
+    return interface
 
 
 def init_registration_node(
@@ -17,7 +37,7 @@ def init_registration_node(
     omp_nthreads: int,
     mem_gb: float,
 ) -> pe.MapNode:
-    """A MapNode of Nipype's :class:`~nipype.interfaces.ants.Registration`.
+    """A MapNode of Nipype's :class:`~nipype.interfaces.ants.Registration` (skippable).
 
     Parameters
     ----------
@@ -31,19 +51,7 @@ def init_registration_node(
     omp_nthreads : int
         ITK threads of each registration.
     """
-    interface = Registration(from_file=str(settings))
-    interface.inputs.num_threads = omp_nthreads
-    # Set the ITK thread limit explicitly: Nipype only exports it when num_threads
-    # *changes* from its default (1), so with 1 thread ANTs used every core, and its
-    # multi-threaded metric sums made runs (and resumed runs) differ at ~0.01 mm.
-    environ = {
-        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(omp_nthreads),
-        "NSLOTS": str(omp_nthreads),
-    }
-    if seed is not None:
-        interface.inputs.random_seed = int(seed)
-        environ["ANTS_RANDOM_SEED"] = str(int(seed))
-    interface.inputs.environ = environ
+    interface = configure_registration(SkippableRegistration(from_file=str(settings)), seed, omp_nthreads)
     return pe.MapNode(
         interface,
         iterfield=iterfield,

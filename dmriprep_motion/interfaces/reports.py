@@ -1,0 +1,340 @@
+"""Nipype interfaces producing the reportlets and QC metrics of one DWI run.
+
+Thin wrappers over :mod:`dmriprep_motion.reports.plotting` and :mod:`dmriprep_motion.qc`.
+"""
+
+from __future__ import annotations
+
+import html
+import platform
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from dmriprep_motion.bids import atomic_copy
+from dmriprep_motion.gradients import fsl_to_ras, read_bvecs, shell_bvalues, shell_labels
+from dmriprep_motion.qc import OUTLIER_Z, flag_outliers, qc_metrics, read_confounds, similarity_thresholds
+from dmriprep_motion.reports import plotting
+
+#: Python packages whose versions are listed in the report.
+SOFTWARE = ["dmriprep-motion", "nipype", "niworkflows", "nireports", "dipy", "antspyx", "nitransforms",
+            "nibabel", "numpy", "scipy", "matplotlib"]  # fmt: skip
+
+
+class _ConfoundsInputSpec(BaseInterfaceInputSpec):
+    in_confounds = File(exists=True, mandatory=True, desc="confounds TSV")
+    b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+    outlier_threshold = traits.Float(OUTLIER_Z, usedefault=True, desc="robust z-score flagging outliers")
+
+
+class _FigureOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="reportlet")
+
+
+class _QCOutputSpec(TraitedSpec):
+    qc = traits.Dict(desc="QC metrics")
+
+
+class QCMetrics(SimpleInterface):
+    """Summary QC metrics of a run (FD, largest motion, outliers, similarity)."""
+
+    input_spec = _ConfoundsInputSpec
+    output_spec = _QCOutputSpec
+
+    def _run_interface(self, runtime):
+        conf = read_confounds(self.inputs.in_confounds)
+        self._results["qc"] = qc_metrics(conf, self.inputs.b0_threshold, self.inputs.outlier_threshold)
+        return runtime
+
+
+class MotionPlot(SimpleInterface):
+    """Motion traces (translations, rotations, FD) shaded by shell, outliers marked."""
+
+    input_spec = _ConfoundsInputSpec
+    output_spec = _FigureOutputSpec
+
+    def _run_interface(self, runtime):
+        conf = read_confounds(self.inputs.in_confounds)
+        labels = shell_labels(conf["bval"], self.inputs.b0_threshold)
+        flags, _ = flag_outliers(conf, self.inputs.b0_threshold, self.inputs.outlier_threshold)
+        out = plotting.plot_motion(conf, labels, flags, Path(runtime.cwd) / "motion.svg")
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+class SimilarityPlot(SimpleInterface):
+    """Per-volume similarity to the registration target, with per-shell outlier thresholds."""
+
+    input_spec = _ConfoundsInputSpec
+    output_spec = _FigureOutputSpec
+
+    def _run_interface(self, runtime):
+        conf = read_confounds(self.inputs.in_confounds)
+        bvals = conf["bval"]
+        labels = shell_labels(bvals, self.inputs.b0_threshold)
+        flags, _ = flag_outliers(conf, self.inputs.b0_threshold, self.inputs.outlier_threshold)
+        thresholds = similarity_thresholds(
+            conf["similarity"], bvals, self.inputs.b0_threshold, self.inputs.outlier_threshold
+        )
+        out = plotting.plot_similarity(
+            conf["similarity"], thresholds, labels, bvals, flags, Path(runtime.cwd) / "similarity.svg"
+        )
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+class _GradientsInputSpec(BaseInterfaceInputSpec):
+    in_bval = File(exists=True, mandatory=True, desc="b-values")
+    in_bvec = File(exists=True, mandatory=True, desc="original FSL b-vectors")
+    out_bvec = File(exists=True, mandatory=True, desc="rotated FSL b-vectors")
+    reference = File(exists=True, mandatory=True, desc="image on the grid of the series (for its affine)")
+    b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+
+
+class GradientsPlot(SimpleInterface):
+    """Gradient directions (RAS+) on the sphere by shell, before and after rotation."""
+
+    input_spec = _GradientsInputSpec
+    output_spec = _FigureOutputSpec
+
+    def _run_interface(self, runtime):
+        bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
+        affine = nb.load(self.inputs.reference).affine
+        before = fsl_to_ras(read_bvecs(self.inputs.in_bvec, bvals.size), affine)
+        after = fsl_to_ras(read_bvecs(self.inputs.out_bvec, bvals.size), affine)
+        labels = shell_labels(bvals, self.inputs.b0_threshold)
+        out = plotting.plot_gradients(bvals, before, after, labels, Path(runtime.cwd) / "gradients.svg")
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+class _ConvergenceInputSpec(BaseInterfaceInputSpec):
+    changes = traits.List(traits.List(traits.Float), mandatory=True, desc="per pass, per-volume change (mm)")
+
+
+class ConvergencePlot(SimpleInterface):
+    """Change of the transforms between passes."""
+
+    input_spec = _ConvergenceInputSpec
+    output_spec = _FigureOutputSpec
+
+    def _run_interface(self, runtime):
+        out = plotting.plot_convergence(self.inputs.changes, Path(runtime.cwd) / "convergence.svg")
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+class _AnimationInputSpec(BaseInterfaceInputSpec):
+    dwi_orig = File(exists=True, mandatory=True, desc="original series (float copy)")
+    dwi_file = File(exists=True, mandatory=True, desc="corrected series")
+    predictions = InputMultiObject(File(exists=True), mandatory=True, desc="last-pass predictions")
+    dwi_indices = traits.List(traits.Int, mandatory=True, desc="volumes the predictions belong to")
+    reference = File(exists=True, mandatory=True, desc="b0 reference (target of b0 volumes)")
+    in_mask = File(exists=True, mandatory=True, desc="brain mask")
+    in_confounds = File(exists=True, mandatory=True, desc="confounds TSV (b-values, outliers)")
+    b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+    outlier_threshold = traits.Float(OUTLIER_Z, usedefault=True, desc="robust z-score flagging outliers")
+
+
+class VolumesAnimation(SimpleInterface):
+    """GIF over volumes of original / registration target / corrected slices."""
+
+    input_spec = _AnimationInputSpec
+    output_spec = _FigureOutputSpec
+
+    def _run_interface(self, runtime):
+        def canonical(path):
+            return nb.as_closest_canonical(nb.load(path))
+
+        orig = canonical(self.inputs.dwi_orig)
+        corrected = np.asanyarray(canonical(self.inputs.dwi_file).dataobj, dtype=np.float32)
+        mask = np.asanyarray(canonical(self.inputs.in_mask).dataobj) > 0
+        conf = read_confounds(self.inputs.in_confounds)
+        flags, _ = flag_outliers(conf, self.inputs.b0_threshold, self.inputs.outlier_threshold)
+        bvals = conf["bval"]
+        targets = dict(zip(self.inputs.dwi_indices, self.inputs.predictions, strict=True))
+        ref = np.asanyarray(canonical(self.inputs.reference).dataobj, dtype=np.float32)
+        predictions = {
+            i: (np.asanyarray(canonical(targets[i]).dataobj, dtype=np.float32) if i in targets else ref)
+            for i in range(orig.shape[3])
+        }
+        out = plotting.volumes_gif(
+            np.asanyarray(orig.dataobj, dtype=np.float32),
+            predictions,
+            corrected,
+            mask,
+            bvals,
+            flags,
+            Path(runtime.cwd) / "volumes.gif",
+            zooms=tuple(float(z) for z in orig.header.get_zooms()[:3]),
+        )
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+class _FlickerInputSpec(BaseInterfaceInputSpec):
+    before = File(exists=True, mandatory=True, desc="image before")
+    after = File(exists=True, mandatory=True, desc="image after (same grid)")
+    in_mask = File(exists=True, mandatory=True, desc="brain mask (contour)")
+    before_label = traits.Str("before", usedefault=True, desc="name of the image before")
+    after_label = traits.Str("after", usedefault=True, desc="name of the image after")
+
+
+class FlickerPlot(SimpleInterface):
+    """Before/after mosaics with the brain-mask contour, flickering on hover (SVG)."""
+
+    input_spec = _FlickerInputSpec
+    output_spec = _FigureOutputSpec
+
+    def _run_interface(self, runtime):
+        imgs = [nb.as_closest_canonical(nb.load(f)) for f in (self.inputs.before, self.inputs.after)]
+        mask = np.asanyarray(nb.as_closest_canonical(nb.load(self.inputs.in_mask)).dataobj) > 0
+        before, after = (np.asanyarray(img.dataobj, dtype=np.float32) for img in imgs)
+        out = plotting.plot_flicker(
+            before,
+            after,
+            mask,
+            Path(runtime.cwd) / "flicker.svg",
+            labels=(self.inputs.before_label, self.inputs.after_label),
+            zooms=tuple(float(z) for z in imgs[0].header.get_zooms()[:3]),
+        )
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+class _AveragesInputSpec(BaseInterfaceInputSpec):
+    dwi_orig = File(exists=True, mandatory=True, desc="original series")
+    dwi_file = File(exists=True, mandatory=True, desc="corrected series")
+    in_bval = File(exists=True, mandatory=True, desc="b-values")
+    b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+
+
+class _AveragesOutputSpec(TraitedSpec):
+    avgdwi_before = File(exists=True, desc="average diffusion-weighted volume before correction")
+    avgdwi_after = File(exists=True, desc="average diffusion-weighted volume after correction")
+    b0_before = File(exists=True, desc="average of the original b0 volumes (not aligned)")
+
+
+class AverageImages(SimpleInterface):
+    """Averages of the series before and after correction, for the flicker reportlets."""
+
+    input_spec = _AveragesInputSpec
+    output_spec = _AveragesOutputSpec
+
+    def _run_interface(self, runtime):
+        bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
+        weighted = np.flatnonzero(bvals > self.inputs.b0_threshold)
+        b0s = np.flatnonzero(bvals <= self.inputs.b0_threshold)
+        cwd = Path(runtime.cwd)
+        images = {"orig": nb.load(self.inputs.dwi_orig), "corrected": nb.load(self.inputs.dwi_file)}
+        data = {k: np.asanyarray(img.dataobj, dtype=np.float32) for k, img in images.items()}
+        for key, source, index in (
+            ("avgdwi_before", "orig", weighted),
+            ("avgdwi_after", "corrected", weighted),
+            ("b0_before", "orig", b0s),
+        ):
+            img = images[source]
+            mean = data[source][..., index].mean(axis=-1)
+            out = cwd / f"{key}.nii.gz"
+            nb.Nifti1Image(mean, img.affine, None).to_filename(out)
+            self._results[key] = str(out)
+        return runtime
+
+
+class _SummaryInputSpec(BaseInterfaceInputSpec):
+    in_confounds = File(exists=True, mandatory=True, desc="confounds TSV")
+    qc = traits.Dict(mandatory=True, desc="QC metrics")
+    settings = traits.Dict(mandatory=True, desc="method settings (Model, Transform, Passes, B0Threshold)")
+    b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+    outlier_threshold = traits.Float(OUTLIER_Z, usedefault=True, desc="robust z-score flagging outliers")
+
+
+class RunSummary(SimpleInterface):
+    """HTML table summarising one run: data, method, motion, outliers and software."""
+
+    input_spec = _SummaryInputSpec
+    output_spec = _FigureOutputSpec
+
+    def _run_interface(self, runtime):
+        conf = read_confounds(self.inputs.in_confounds)
+        bvals = conf["bval"]
+        qc, settings = self.inputs.qc, self.inputs.settings
+        _, rule = flag_outliers(conf, self.inputs.b0_threshold, self.inputs.outlier_threshold)
+        n_b0 = int(np.sum(bvals <= self.inputs.b0_threshold))
+        shells = shell_bvalues(bvals, self.inputs.b0_threshold)
+        labels = shell_labels(bvals, self.inputs.b0_threshold)
+        per_shell = ", ".join(
+            f"b={b:g} ({int(np.sum(labels == i + 1))} volumes)" for i, b in enumerate(shells)
+        )
+        versions = software_versions()
+        rows = {
+            "Volumes": f"{qc['volumes']} ({n_b0} b0, {qc['volumes'] - n_b0} diffusion-weighted)",
+            "Shells": html.escape(per_shell or "none"),
+            "b-values (s/mm²)": html.escape(", ".join(f"{b:g}" for b in np.unique(bvals))),
+            "Model": f"<code>{html.escape(str(settings.get('Model')))}</code>",
+            "Transform": html.escape(str(settings.get("Transform"))),
+            "Passes": html.escape(str(settings.get("Passes"))),
+            "Framewise displacement": f"mean {qc['fd_mean_mm']:.3f} mm, max {qc['fd_max_mm']:.3f} mm",
+            "Largest motion": f"{qc['translation_max_mm']:.2f} mm, {qc['rotation_max_deg']:.2f}°",
+            "Flagged volumes": f"{qc['outliers']} ({qc['outliers_percent']:.1f}%); criterion: {rule}",
+            "Mean similarity": f"{qc['similarity_mean']:.4f}",
+            "ANTs": html.escape(versions["ANTs"]),
+            "Software": html.escape(", ".join(f"{k} {v}" for k, v in versions.items() if k != "ANTs")),
+        }
+        warnings = []
+        if qc["outliers"]:
+            warnings.append(f"{qc['outliers']} volume(s) flagged as outliers: inspect them below.")
+        out = Path(runtime.cwd) / "summary.html"
+        out.write_text(plotting.summary_html(rows, warnings))
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python, of the main Python packages and of the ANTs in use."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from dmriprep_motion.ants import describe_ants
+
+    out = {"Python": platform.python_version()}
+    for name in SOFTWARE:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    info = describe_ants()
+    out["ANTs"] = f"{info['version']} ({info['backend']} backend: {info['runs']})"
+    return out
+
+
+class _ExportInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="reportlet")
+    # A plain string whose *file* is never hashed: re-running with the same work
+    # directory must not re-execute the copy because the destination now exists.
+    out_file = traits.Str(mandatory=True, hash_files=False, desc="absolute destination path")
+
+
+class _ExportOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="written reportlet")
+
+
+class ExportReportlet(SimpleInterface):
+    """Copy a reportlet to ``<output_dir>/sub-X/figures/`` through an atomic rename."""
+
+    input_spec = _ExportInputSpec
+    output_spec = _ExportOutputSpec
+
+    def _run_interface(self, runtime):
+        dst = Path(self.inputs.out_file)
+        atomic_copy(Path(self.inputs.in_file), dst)
+        self._results["out_file"] = str(dst)
+        return runtime

@@ -1,0 +1,124 @@
+"""Quality-control metrics of one corrected DWI run (pure NumPy; no Nipype).
+
+A volume is flagged as an *outlier* when the confounds table has an ``outlier``
+column set to 1 (the pipeline's own criterion), or, without that column, by the
+same criterion (:mod:`dmriprep_motion.outliers`): its similarity to its
+registration target (the model prediction; the b0 reference for b0 volumes) has
+a robust z-score below ``-threshold`` within its shell.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dmriprep_motion.gradients import shell_labels
+from dmriprep_motion.outliers import MIN_SCALE
+from dmriprep_motion.outliers import flag_outliers as _flag_similarity
+
+#: Default robust z-score below which a volume's similarity flags it as an outlier
+#: (the pipeline's ``--outlier-threshold`` default).
+OUTLIER_Z = 4.0
+#: Shells with fewer volumes are not judged (as in :func:`dmriprep_motion.outliers.robust_z`).
+MIN_GROUP = 4
+
+#: QC metrics, in the column order of ``..._desc-qc_dwi.tsv``, with their descriptions.
+QC_FIELDS = {
+    "volumes": "Number of volumes in the series.",
+    "fd_mean_mm": "Mean framewise displacement (mm).",
+    "fd_max_mm": "Maximum framewise displacement (mm).",
+    "translation_max_mm": "Largest absolute translation along any axis (mm).",
+    "rotation_max_deg": "Largest absolute rotation about any axis (degrees).",
+    "outliers": "Number of volumes flagged as outliers.",
+    "outliers_percent": "Percentage of volumes flagged as outliers.",
+    "similarity_mean": "Mean correlation between corrected volumes and their registration targets.",
+}
+
+
+def read_confounds(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a confounds TSV into columns (``n/a`` as NaN)."""
+    lines = Path(path).read_text().splitlines()
+    header = lines[0].split("\t")
+    rows = [[np.nan if v == "n/a" else float(v) for v in line.split("\t")] for line in lines[1:]]
+    values = np.array(rows, dtype=float).reshape(len(rows), len(header))
+    return {name: values[:, i] for i, name in enumerate(header)}
+
+
+def similarity_thresholds(
+    similarity: np.ndarray, bvals: np.ndarray, b0_threshold: float = 50.0, z: float = OUTLIER_Z
+) -> np.ndarray:
+    """Per-volume outlier threshold of the similarity, computed within each shell.
+
+    Returns
+    -------
+    (N,) array
+        ``median - z * max(1.4826 * MAD, MIN_SCALE)`` of the volume's shell (NaN
+        similarities ignored); NaN for shells too small to judge or when ``z <= 0``.
+    """
+    similarity = np.asarray(similarity, dtype=float)
+    labels = shell_labels(bvals, b0_threshold)
+    out = np.full(similarity.shape, np.nan)
+    for label in np.unique(labels):
+        members = labels == label
+        values = similarity[members]
+        values = values[np.isfinite(values)]
+        if values.size < MIN_GROUP or z <= 0:
+            continue
+        median = np.median(values)
+        scale = max(1.4826 * np.median(np.abs(values - median)), MIN_SCALE)
+        out[members] = median - z * scale
+    return out
+
+
+def flag_outliers(
+    conf: dict[str, np.ndarray], b0_threshold: float = 50.0, z: float = OUTLIER_Z
+) -> tuple[np.ndarray, str]:
+    """Boolean outlier flags of every volume, and a sentence (HTML) describing the criterion."""
+    if z <= 0 and "outlier" not in conf:
+        return np.zeros(conf["similarity"].size, dtype=bool), "outlier flagging disabled"
+    rule = (
+        f"similarity to the target with a robust z-score (median, 1.4826&times;MAD) "
+        f"&lt; &minus;{z:g} within its shell"
+    )
+    if "outlier" in conf:
+        flags = np.nan_to_num(conf["outlier"], nan=0.0) > 0.5
+        return flags, f"{rule} (<code>outlier</code> column of the confounds)"
+    return _flag_similarity(conf["similarity"], shell_labels(conf["bval"], b0_threshold), z), rule
+
+
+def qc_metrics(
+    conf: dict[str, np.ndarray], b0_threshold: float = 50.0, z: float = OUTLIER_Z
+) -> dict[str, float | int]:
+    """The QC metrics of :data:`QC_FIELDS` from a confounds table (see :func:`read_confounds`)."""
+    n = int(conf["trans_x"].size)
+    fd = conf["framewise_displacement"]
+    trans = np.stack([conf[f"trans_{a}"] for a in "xyz"], axis=1)
+    rots = np.degrees(np.stack([conf[f"rot_{a}"] for a in "xyz"], axis=1))
+    flags, _ = flag_outliers(conf, b0_threshold, z)
+    finite_fd = fd[np.isfinite(fd)]
+    sim = conf["similarity"]
+    finite_sim = sim[np.isfinite(sim)]
+    metrics = {
+        "volumes": n,
+        "fd_mean_mm": float(finite_fd.mean()) if finite_fd.size else 0.0,
+        "fd_max_mm": float(finite_fd.max()) if finite_fd.size else 0.0,
+        "translation_max_mm": float(np.nanmax(np.abs(trans))),
+        "rotation_max_deg": float(np.nanmax(np.abs(rots))),
+        "outliers": int(flags.sum()),
+        "outliers_percent": float(100.0 * flags.sum() / n),
+        "similarity_mean": float(finite_sim.mean()) if finite_sim.size else float("nan"),
+    }
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}
+
+
+def qc_tsv(metrics: dict[str, float | int]) -> str:
+    """One-row BIDS TSV (header + values) of QC metrics, in :data:`QC_FIELDS` order."""
+    keys = [k for k in QC_FIELDS if k in metrics] + [k for k in metrics if k not in QC_FIELDS]
+
+    def _fmt(value) -> str:
+        if isinstance(value, float):
+            return "n/a" if not np.isfinite(value) else f"{value:.6g}"
+        return str(value)
+
+    return "\t".join(keys) + "\n" + "\t".join(_fmt(metrics[k]) for k in keys) + "\n"

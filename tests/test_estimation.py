@@ -1,0 +1,158 @@
+"""Estimation strategy: anchoring, early stopping, outliers, presets, seeds, affine confounds."""
+
+import json
+
+import nibabel as nb
+import numpy as np
+
+from dmriprep_motion.confounds import confounds_table
+from dmriprep_motion.data import registration_preset
+from dmriprep_motion.interfaces.registration import SkippableRegistration
+from dmriprep_motion.interfaces.transforms import AnchorShells, CheckConvergence
+from dmriprep_motion.motion import matrix_from_params, motion_parameters, write_itk
+from dmriprep_motion.outliers import flag_outliers, robust_z
+from dmriprep_motion.workflows.registration import configure_registration
+
+DEG = np.pi / 180
+
+
+def _anchor(tmp_path, mats, bvals, method="median", transform="Rigid"):
+    np.save(tmp_path / "in.npy", mats)
+    (tmp_path / "b.bval").write_text(" ".join(str(b) for b in bvals))
+    node = AnchorShells(
+        in_ras=str(tmp_path / "in.npy"), in_bval=str(tmp_path / "b.bval"), method=method, transform=transform
+    )
+    res = node.run(cwd=str(tmp_path))
+    return np.load(res.outputs.out_ras)
+
+
+def test_median_anchor_removes_common_motion_only(tmp_path):
+    rng = np.random.default_rng(3)
+    bvals = [0] + [1000] * 9 + [2000] * 9
+    relative = [np.eye(4)] + [
+        matrix_from_params(np.r_[rng.normal(0, 0.5, 3), rng.normal(0, 0.5, 3) * DEG]) for _ in range(18)
+    ]
+    common = {1000: matrix_from_params([1.0, -2.0, 0.5, 2 * DEG, 0, -1 * DEG]), 2000: np.eye(4)}
+    # Make each shell's median exactly zero before adding the common part.
+    mats = np.stack(relative)
+    for b in (1000, 2000):
+        sel = np.array(bvals) == b
+        med = matrix_from_params(np.median(motion_parameters(mats[sel]), axis=0))
+        mats[sel] = mats[sel] @ np.linalg.inv(med) @ common[b]
+    out = _anchor(tmp_path, mats, bvals)
+    assert np.allclose(out[0], np.eye(4))  # the reference b0 is untouched
+    for b in (1000, 2000):
+        sel = np.array(bvals) == b
+        assert np.allclose(np.median(motion_parameters(out[sel]), axis=0), 0, atol=2e-3)
+        # Volumes keep their positions relative to each other.
+        assert np.allclose(
+            out[sel][1] @ np.linalg.inv(out[sel][0]), mats[sel][1] @ np.linalg.inv(mats[sel][0])
+        )
+
+
+def test_median_anchor_ignores_spikes(tmp_path):
+    bvals = [0] + [1000] * 10
+    mats = np.tile(np.eye(4), (11, 1, 1))
+    mats[3] = matrix_from_params([5, 0, 0, 5 * DEG, 0, 0])
+    out = _anchor(tmp_path, mats, bvals)
+    assert np.allclose(out, mats)
+
+
+def test_anchor_none_passes_through(tmp_path):
+    mats = np.stack(
+        [np.eye(4), matrix_from_params([1, 2, 3, 0, 0, 0]), matrix_from_params([1, 2, 3, 0, 0, 0])]
+    )
+    assert np.allclose(_anchor(tmp_path, mats, [0, 1000, 1000], method="none"), mats)
+
+
+def test_convergence_check():
+    assert CheckConvergence(tolerance=0.05).run().outputs.skip is False  # first pass
+    assert CheckConvergence(tolerance=0.05, prev_change=0.01).run().outputs.skip is True
+    assert CheckConvergence(tolerance=0.05, prev_change=0.2).run().outputs.skip is False
+    assert CheckConvergence(tolerance=0.0, prev_change=0.0).run().outputs.skip is False
+
+
+def test_skipped_registration_returns_initial_transform(tmp_path):
+    init = write_itk(tmp_path / "init.txt", matrix_from_params([1, 2, 3, 0.1, 0, 0]))
+    img = tmp_path / "img.nii"
+    nb.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)).to_filename(img)
+    reg = SkippableRegistration(from_file=str(registration_preset("dwi", "Rigid", True)))
+    reg.inputs.fixed_image = str(img)
+    reg.inputs.moving_image = str(img)
+    reg.inputs.initial_moving_transform = [str(init)]
+    reg.inputs.skip = True
+    res = reg.run(cwd=str(tmp_path))
+    assert res.outputs.forward_transforms == [str(init)]
+    skipped_cmd = reg.cmdline
+    reg.inputs.skip = False
+    assert reg.cmdline == skipped_cmd  # skip adds no command-line argument
+
+
+def test_user_registration_config_reaches_cmdline(tmp_path):
+    from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
+
+    custom = json.loads(registration_preset("dwi", "Rigid", False).read_text())
+    custom.update(
+        {"metric": ["MeanSquares"], "number_of_iterations": [[7, 3, 1]], "shrink_factors": [[4, 2, 1]]}
+    )
+    path = tmp_path / "custom.json"
+    path.write_text(json.dumps(custom))
+    wf = init_dwi_motion_wf(registration_config=path, passes=2, seed=7)
+    registers = [n for n in wf._get_all_nodes() if n.name == "register"]
+    assert len(registers) == 2
+    img = tmp_path / "img.nii"
+    nb.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)).to_filename(img)
+    for node in registers:
+        iface = node.interface
+        iface.inputs.fixed_image = str(img)
+        iface.inputs.moving_image = str(img)
+        cmd = iface.cmdline
+        assert "MeanSquares[" in cmd and "[ 7x3x1," in cmd and "--shrink-factors 4x2x1" in cmd
+        assert "--random-seed 7" in cmd and iface.inputs.environ["ANTS_RANDOM_SEED"] == "7"
+
+
+def test_same_seed_gives_identical_transforms(ds_xa30, tmp_path):
+    """Two runs of the packaged preset with the same seed on real volumes agree to the bit."""
+    img = nb.load(ds_xa30 / "sub-01" / "dwi" / "sub-01_dir-AP_dwi.nii.gz")
+    for i in (0, 5):
+        nb.Nifti1Image(np.asanyarray(img.dataobj[..., i], np.float32), img.affine).to_filename(
+            tmp_path / f"v{i}.nii"
+        )
+    results = []
+    for run in range(2):
+        reg = configure_registration(
+            SkippableRegistration(from_file=str(registration_preset("dwi", "Rigid", True))), 11, 1
+        )
+        reg.inputs.fixed_image = str(tmp_path / "v0.nii")
+        reg.inputs.moving_image = str(tmp_path / "v5.nii")
+        assert reg.inputs.environ["NSLOTS"] == "1" and reg.inputs.environ["ANTS_RANDOM_SEED"] == "11"
+        out = tmp_path / f"run{run}"
+        out.mkdir()
+        res = reg.run(cwd=str(out))
+        results.append((out / "hmc_0GenericAffine.mat").read_bytes())
+        assert res.outputs.forward_transforms
+    assert results[0] == results[1]
+
+
+def test_robust_outliers():
+    sim = np.array([0.95, 0.951, 0.949, 0.952, 0.948, 0.80, 0.95, 0.96, 0.50, 0.40])
+    shells = np.array([1, 1, 1, 1, 1, 1, 1, 1, 2, 2])
+    flags = flag_outliers(sim, shells, 4.0)
+    assert flags.tolist() == [False] * 5 + [True] + [False] * 4  # shell 2 too small to judge
+    assert robust_z(sim, shells)[5] < -4
+    assert not flag_outliers(sim, shells, 0.0).any()
+
+
+def test_confounds_with_outliers_and_affine():
+    rigid = matrix_from_params([1, 2, 3, 0.01, 0.02, 0.03])
+    stretch = np.eye(4)
+    stretch[:3, :3] = [[1.0, 0.0, 0.0], [0.0, 1.03, 0.01], [0.0, 0.01, 1.0]]
+    xforms = np.stack([np.eye(4)] + [rigid @ stretch] * 6)
+    bvals = np.array([0] + [1000] * 6)
+    sim = np.array([1, 0.95, 0.95, 0.951, 0.949, 0.7, 0.95])
+    cols, vals = confounds_table(xforms, bvals, sim, transform="Affine")
+    table = dict(zip(cols, vals.T, strict=True))
+    assert table["outlier"].tolist() == [0, 0, 0, 0, 0, 1, 0]
+    assert np.allclose(table["trans_x"][1:], 1.0) and np.allclose(table["rot_z"][1:], 0.03)
+    assert np.allclose(table["scale_y"][1:], 1.03) and np.allclose(table["shear_yz"][1:], 0.01)
+    assert np.allclose(table["scale_x"][0], 1.0)

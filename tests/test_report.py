@@ -1,0 +1,301 @@
+"""Visual report, reportlets and QC metrics (issue #4)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dmriprep_motion.qc import QC_FIELDS, flag_outliers, qc_metrics, qc_tsv, read_confounds
+from dmriprep_motion.reports import plotting
+from dmriprep_motion.reports.assemble import local_references, write_subject_report
+from dmriprep_motion.workflows.reports import REPORTLETS
+
+RUNS = ("sub-01_dir-AP", "sub-01_dir-PA")
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+def _confounds(n: int = 21, outlier: int | None = 7, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    conf = {f"trans_{a}": rng.normal(0, 0.5, n) for a in "xyz"}
+    conf.update({f"rot_{a}": np.radians(rng.normal(0, 0.3, n)) for a in "xyz"})
+    params = np.stack([conf[k] for k in conf], axis=1)
+    params[:, 3:] *= 50.0
+    fd = np.r_[np.nan, np.abs(np.diff(params, axis=0)).sum(axis=1)]
+    conf["framewise_displacement"] = fd
+    conf["bval"] = np.r_[0.0, np.full(n - 1, 1000.0)]
+    conf["bval"][n // 2 :] = 2000.0
+    sim = 0.95 + rng.normal(0, 0.004, n)
+    sim[0] = 1.0
+    if outlier is not None:
+        sim[outlier] = 0.80
+    conf["similarity"] = sim
+    return conf
+
+
+def _parse_svg(path: Path) -> ET.Element:
+    root = ET.parse(path).getroot()
+    assert root.tag == f"{SVG_NS}svg", path
+    return root
+
+
+# ------------------------------------------------------------------------ QC (pure)
+def test_qc_metrics_flag_low_similarity_within_shell():
+    conf = _confounds(outlier=7)
+    flags, rule = flag_outliers(conf)
+    assert np.flatnonzero(flags).tolist() == [7]
+    assert "MAD" in rule
+    qc = qc_metrics(conf)
+    assert list(qc) == list(QC_FIELDS)
+    assert qc["volumes"] == 21 and qc["outliers"] == 1
+    assert qc["outliers_percent"] == pytest.approx(100 / 21, abs=1e-4)
+    assert qc["fd_mean_mm"] == pytest.approx(np.nanmean(conf["framewise_displacement"]), abs=1e-5)
+    assert qc["fd_max_mm"] == pytest.approx(np.nanmax(conf["framewise_displacement"]), abs=1e-5)
+    trans = np.abs(np.stack([conf[f"trans_{a}"] for a in "xyz"])).max()
+    assert qc["translation_max_mm"] == pytest.approx(trans, abs=1e-5)
+    rot = np.degrees(np.abs(np.stack([conf[f"rot_{a}"] for a in "xyz"]))).max()
+    assert qc["rotation_max_deg"] == pytest.approx(rot, abs=1e-5)
+    assert qc["similarity_mean"] == pytest.approx(conf["similarity"].mean(), abs=1e-5)
+
+
+def test_qc_uses_outlier_column_when_present():
+    conf = _confounds(outlier=None)
+    conf["outlier"] = np.zeros(21)
+    conf["outlier"][[3, 4]] = 1
+    flags, rule = flag_outliers(conf)
+    assert np.flatnonzero(flags).tolist() == [3, 4] and "outlier" in rule
+    assert qc_metrics(conf)["outliers"] == 2
+
+
+def test_qc_tsv_is_one_row_with_bids_na():
+    text = qc_tsv({"volumes": 3, "fd_mean_mm": 0.5, "similarity_mean": float("nan")})
+    header, row = text.splitlines()
+    assert header.split("\t") == ["volumes", "fd_mean_mm", "similarity_mean"]
+    assert row.split("\t") == ["3", "0.5", "n/a"]
+
+
+# ------------------------------------------------------------- reportlets (pure)
+def test_plots_are_valid_svg(tmp_path):
+    conf = _confounds()
+    conf.update({"scale_x": np.ones(21), "shear_xy": np.zeros(21)})  # affine columns are plotted too
+    labels = np.r_[0, np.ones(10, int), np.full(10, 2)]
+    flags, _ = flag_outliers(conf)
+    out = plotting.plot_motion(conf, labels, flags, tmp_path / "motion.svg")
+    root = _parse_svg(out)
+    text = "".join(root.itertext())
+    for word in ("translation (mm)", "rotation (deg)", "FD (mm)", "b=1000", "b=2000", "outlier", "scale_x"):
+        assert word in text, word
+    thresholds = np.full(21, 0.9)
+    sim = plotting.plot_similarity(
+        conf["similarity"], thresholds, labels, conf["bval"], flags, tmp_path / "s.svg"
+    )
+    assert "outlier (1)" in "".join(_parse_svg(sim).itertext())
+    conv = plotting.plot_convergence([[0.5, 1.0, 2.0], [0.01, 0.02, 0.05]], tmp_path / "c.svg")
+    assert "2 mm" in "".join(_parse_svg(conv).itertext())
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(21, 3))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs[0] = 0
+    grad = plotting.plot_gradients(conf["bval"], vecs, vecs, labels, tmp_path / "g.svg")
+    assert "rotated b-vectors" in "".join(_parse_svg(grad).itertext())
+
+
+def test_flicker_and_animation(tmp_path):
+    rng = np.random.default_rng(0)
+    shape = (20, 22, 18)
+    mask = np.zeros(shape, bool)
+    mask[4:16, 5:17, 3:15] = True
+    before = rng.random(shape).astype(np.float32) + mask
+    after = before + 0.5 * mask
+    out = plotting.plot_flicker(before, after, mask, tmp_path / "flicker.svg", labels=("orig", "corr"))
+    root = _parse_svg(out)
+    classes = {el.get("class") for el in root.iter()}
+    assert {"background-svg", "foreground-svg"} <= classes
+    assert "foreground-svg:hover" in out.read_text()
+    n = 5
+    series = rng.random((*shape, n)).astype(np.float32)
+    targets = {i: series[..., i] for i in range(1, n)}
+    bvals = np.r_[0, np.full(n - 1, 1000.0)]
+    gif = plotting.volumes_gif(series, targets, series, mask, bvals, np.zeros(n, bool), tmp_path / "v.gif")
+    with Image.open(gif) as img:
+        assert img.format == "GIF" and img.n_frames == n
+        assert img.info.get("loop") == 0
+
+
+def test_local_references_rejects_remote_resources(tmp_path):
+    page = tmp_path / "p.html"
+    page.write_text('<a href="https://example.org">x</a><img src="./a/b.svg"><a href="#top">t</a>')
+    assert local_references(page) == ["./a/b.svg"]
+    page.write_text('<script src="https://cdn.example.org/x.js"></script>')
+    with pytest.raises(ValueError, match="remote"):
+        local_references(page)
+
+
+def test_errors_section_lists_crash_files(tmp_path):
+    """The About section shows the methods text and every crash file of sub-XX/log/."""
+    out = tmp_path / "out"
+    (out / "logs").mkdir(parents=True)
+    (out / "logs" / "CITATION.md").write_text("Head motion was estimated with *dmriprep_motion* [@ants].\n")
+    log = out / "sub-02" / "log"
+    log.mkdir(parents=True)
+    (log / "crash-20250101-000000-root-register-abc.txt").write_text(
+        "Node: dmriprep_motion_wf.sub_02_wf.dir_AP_motion_wf.hmc_pass01_wf.register\n"
+        "Working directory: /work/register\n\nNode inputs:\n\nfixed_image = a.nii\n\n"
+        "Traceback (most recent call last):\nRuntimeError: antsRegistration failed\n"
+    )
+    (out / "sub-02" / "figures").mkdir()
+    page = write_subject_report("02", [], out)
+    text = page.read_text()
+    assert page == out / "sub-02.html"
+    assert "Head motion was estimated" in text
+    assert "One or more execution steps failed (1)" in text
+    assert "hmc_pass01_wf.register" in text and "antsRegistration failed" in text
+    assert local_references(page) == [] or all((out / r).exists() for r in local_references(page))
+
+
+# ------------------------------------------------------------ end to end (ds-xa30)
+def test_report_sections_and_files(xa30_run):
+    out, _, _ = xa30_run
+    page = out / "sub-01.html"
+    text = page.read_text()
+    refs = local_references(page)  # raises if anything is loaded from the network
+    assert refs and all((page.parent / ref).is_file() for ref in refs), refs
+    assert "<link" not in text and "cdn." not in text
+    for stem in RUNS:
+        for desc, ext in REPORTLETS.items():
+            fig = out / "sub-01" / "figures" / f"{stem}_desc-{desc}_dwi.{ext}"
+            assert fig.is_file(), fig
+            if ext != "html":
+                assert f"./sub-01/figures/{fig.name}" in refs
+    # One group per run, and every section of the issue.
+    assert 'direction <span class="bids-entity">AP</span>' in text
+    assert 'direction <span class="bids-entity">PA</span>' in text
+    for heading in ("Gradient scheme", "Estimated head motion", "Average diffusion-weighted image",
+                    "b0 reference and brain mask", "registration targets", "Convergence over passes",
+                    "Similarity of corrected volumes", "Methods", "Errors", "No errors to report",
+                    "Reproducibility and provenance"):  # fmt: skip
+        assert heading in text, heading
+    for row in ("Volumes", "Shells", "b-values", "Model", "Transform", "Passes", "Framewise displacement",
+                "Flagged volumes", "criterion", "ANTs", "Software", "nipype"):  # fmt: skip
+        assert f"{row}" in text, row
+    assert "21 (1 b0, 20 diffusion-weighted)" in text and "b=2500 (20 volumes)" in text
+    assert "Head motion was estimated" in text  # methods boilerplate (CITATION.md)
+
+
+@pytest.mark.parametrize("stem", RUNS)
+def test_reportlets_are_valid_images(xa30_run, stem):
+    out, _, _ = xa30_run
+    figures = out / "sub-01" / "figures"
+    for desc in ("gradients", "motion", "convergence", "similarity", "avgdwi", "b0ref"):
+        root = _parse_svg(figures / f"{stem}_desc-{desc}_dwi.svg")
+        assert root.get("viewBox"), desc
+    for desc in ("avgdwi", "b0ref"):  # flickers: two layers, embedded raster slices
+        svg = (figures / f"{stem}_desc-{desc}_dwi.svg").read_text()
+        assert 'class="foreground-svg"' in svg and 'class="background-svg"' in svg
+        assert "data:image/png;base64" in svg
+    with Image.open(figures / f"{stem}_desc-volumes_dwi.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames == 21
+        assert gif.size[0] > 3 * 72 and gif.size[1] > 72
+        frames = []
+        for i in (0, 10):
+            gif.seek(i)
+            frames.append(np.asarray(gif.convert("L"), dtype=float))
+        assert frames[1].std() > 10  # real image content
+        assert not np.array_equal(frames[0], frames[1])  # frames differ (volumes differ)
+
+
+@pytest.mark.parametrize("stem", RUNS)
+def test_qc_tsv_and_sidecar(xa30_run, stem):
+    out, _, _ = xa30_run
+    folder = out / "sub-01" / "dwi"
+    header, row, *rest = (folder / f"{stem}_desc-qc_dwi.tsv").read_text().splitlines()
+    assert not rest
+    tsv = dict(zip(header.split("\t"), row.split("\t"), strict=True))
+    assert list(tsv) == list(QC_FIELDS)
+    sidecar = json.loads((folder / f"{stem}_desc-preproc_dwi.json").read_text())
+    assert set(sidecar["QC"]) == set(QC_FIELDS)
+    for key, value in sidecar["QC"].items():
+        assert float(tsv[key]) == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    conf = read_confounds(folder / f"{stem}_desc-confounds_timeseries.tsv")
+    assert sidecar["QC"]["volumes"] == 21
+    assert sidecar["QC"]["fd_mean_mm"] == pytest.approx(np.nanmean(conf["framewise_displacement"]), abs=1e-5)
+    assert sidecar["QC"]["fd_max_mm"] == pytest.approx(np.nanmax(conf["framewise_displacement"]), abs=1e-5)
+    assert sidecar["QC"]["similarity_mean"] == pytest.approx(np.mean(conf["similarity"]), abs=1e-5)
+    assert 0 <= sidecar["QC"]["outliers"] <= 21
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(
+    _chromium() is None,
+    reason="headless Chromium not installed (Debian: apt-get install chromium); screenshot check skipped",
+)
+def test_report_screenshot(xa30_run, tmp_path):
+    """Render the page offline in headless Chromium: the figures must actually be drawn."""
+    out, _, _ = xa30_run
+    shot = tmp_path / "report.png"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,7000",
+           (out / "sub-01.html").as_uri()]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as img:
+        assert img.size == (1280, 7000)
+        pixels = np.asarray(img.convert("RGB"), dtype=float)
+    gray = pixels.mean(axis=2)
+    # Black mosaic backgrounds of the flicker SVGs and the GIF: present only if the figures loaded.
+    assert (gray < 20).mean() > 0.05
+    # Coloured plot content (motion traces, shell shading), not just text on white.
+    saturation = pixels.max(axis=2) - pixels.min(axis=2)
+    assert (saturation > 60).mean() > 0.002
+
+
+def test_methods_html_when_pandoc_is_installed(tmp_path, monkeypatch):
+    """With pandoc on PATH, CITATION.md is rendered to CITATION.html and shown in its own tab."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "pandoc"
+    # Stand-in for pandoc: records its arguments and writes a standalone HTML page to -o.
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" > {tmp_path}/args\n'
+        'while [ "$1" != "-o" ]; do shift; done\n'
+        'printf "<html><body><p>Rendered methods</p></body></html>" > "$2"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{Path('/usr/bin')}:{Path('/bin')}")
+    out = tmp_path / "out"
+    (out / "logs").mkdir(parents=True)
+    (out / "logs" / "CITATION.md").write_text("Methods [@ants].\n")
+    from dmriprep_motion.reports.assemble import write_citation_html
+
+    html_file = write_citation_html(out)
+    assert html_file == out / "logs" / "CITATION.html"
+    args = (tmp_path / "args").read_text()
+    assert "--citeproc" in args and "boilerplate.bib" in args
+    page = write_subject_report("03", [], out).read_text()
+    assert "Rendered methods" in page and ">HTML</button>" in page and ">Markdown</button>" in page
+
+
+def test_crash_files_go_to_the_subject_log_folder(ds_xa30, tmp_path):
+    """Every node (not only the subject workflow) writes its crash file to sub-XX/log/."""
+    from dmriprep_motion.bids import collect_runs
+    from dmriprep_motion.workflows.base import Settings, all_nodes, init_dmriprep_motion_wf
+
+    runs = collect_runs(ds_xa30, participants=["01"])
+    out = tmp_path / "out"
+    wf = init_dmriprep_motion_wf(runs=runs, output_dir=out, bids_dir=ds_xa30, settings=Settings(sloppy=True),
+                                 work_dir=tmp_path / "work")  # fmt: skip
+    nodes = all_nodes(wf)
+    names = {n.name for n in nodes}
+    assert {f"export_{desc}" for desc in REPORTLETS} <= names and "qc" in names
+    for node in nodes:
+        assert node.config["execution"]["crashdump_dir"] == str(out.absolute() / "sub-01" / "log"), node
