@@ -1,0 +1,183 @@
+"""Accuracy and resource metrics of a motion-correction run against a known ground truth.
+
+Pure NumPy/NiBabel and the standard library (``/proc`` for memory); no Nipype.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dmriprep_motion.gradients import fsl_to_ras
+from dmriprep_motion.motion import transform_errors
+
+
+def bvec_angular_error(estimated: np.ndarray, truth: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Angle (deg) between estimated and true FSL b-vectors (sign-invariant; NaN for b0 rows)."""
+    est = fsl_to_ras(np.asarray(estimated, dtype=float), affine)
+    tru = fsl_to_ras(np.asarray(truth, dtype=float), affine)
+    ne, nt = np.linalg.norm(est, axis=1), np.linalg.norm(tru, axis=1)
+    valid = (ne > 1e-8) & (nt > 1e-8)
+    out = np.full(len(est), np.nan)
+    cos = np.abs((est[valid] * tru[valid]).sum(axis=1)) / (ne[valid] * nt[valid])
+    out[valid] = np.degrees(np.arccos(np.clip(cos, 0.0, 1.0)))
+    return out
+
+
+def accuracy(
+    estimated: np.ndarray,
+    truth: np.ndarray,
+    points: np.ndarray,
+    *,
+    volumes: np.ndarray | None = None,
+    est_bvecs: np.ndarray | None = None,
+    true_bvecs: np.ndarray | None = None,
+    affine: np.ndarray | None = None,
+) -> dict:
+    """Per-volume and per-run errors of estimated (N, 4, 4) transforms against the truth.
+
+    Parameters
+    ----------
+    estimated, truth : (N, 4, 4) arrays
+        RAS+ reference → volume transforms.
+    points : (M, 3) array
+        RAS+ coordinates of the brain voxels (reference frame).
+    volumes : array of int, optional
+        Volumes to score (default all but the reference, volume 0).
+    est_bvecs, true_bvecs, affine : optional
+        Output and head-frame FSL b-vectors, and the image affine, for the angular error.
+
+    Returns
+    -------
+    dict
+        ``per_volume``: arrays ``mean_disp``, ``max_disp`` (mm), ``rot_err`` (deg),
+        ``trans_err`` (mm) and ``bvec_err`` (deg) over ``volumes``; and summary numbers
+        ``median_mean_disp``, ``max_mean_disp``, ``rmse_mean_disp``, ``max_max_disp``,
+        ``median_rot_err``, ``rmse_rot_err``, ``median_trans_err``, ``rmse_trans_err``,
+        ``median_bvec_err``, ``max_bvec_err``, ``n_volumes``.
+    """
+    est = np.asarray(estimated, dtype=float).reshape(-1, 4, 4)
+    tru = np.asarray(truth, dtype=float).reshape(-1, 4, 4)
+    if volumes is None:
+        volumes = np.arange(1, len(tru))
+    volumes = np.asarray(volumes, dtype=int)
+    per = transform_errors(est[volumes], tru[volumes], points)
+    if est_bvecs is not None and true_bvecs is not None and affine is not None:
+        per["bvec_err"] = bvec_angular_error(np.asarray(est_bvecs)[volumes], np.asarray(true_bvecs)[volumes],
+                                             affine)  # fmt: skip
+    else:
+        per["bvec_err"] = np.full(len(volumes), np.nan)
+
+    def rmse(x: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(np.square(x)))) if x.size else float("nan")
+
+    bvec = per["bvec_err"][np.isfinite(per["bvec_err"])]
+    return {
+        "per_volume": per,
+        "n_volumes": int(volumes.size),
+        "median_mean_disp": float(np.median(per["mean_disp"])),
+        "max_mean_disp": float(per["mean_disp"].max()),
+        "rmse_mean_disp": rmse(per["mean_disp"]),
+        "max_max_disp": float(per["max_disp"].max()),
+        "median_rot_err": float(np.median(per["rot_err"])),
+        "rmse_rot_err": rmse(per["rot_err"]),
+        "median_trans_err": float(np.median(per["trans_err"])),
+        "rmse_trans_err": rmse(per["trans_err"]),
+        "median_bvec_err": float(np.median(bvec)) if bvec.size else float("nan"),
+        "max_bvec_err": float(bvec.max()) if bvec.size else float("nan"),
+    }
+
+
+# ------------------------------------------------------------------------------- resources
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of process ``pid`` and all its descendants (Linux ``/proc``)."""
+    children = _children_map()
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        stack.extend(children.get(current, []))
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue
+    return total
+
+
+class PeakMemory:
+    """Sample the RSS of a process tree in a thread; ``peak`` is the maximum seen (bytes)."""
+
+    def __init__(self, pid: int | None = None, interval: float = 0.25) -> None:
+        self.pid = os.getpid() if pid is None else pid
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.pid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Measured:
+    """Result of :func:`run_measured`."""
+
+    returncode: int
+    wall_time: float  #: seconds
+    peak_rss: int  #: bytes, whole process tree
+    stderr_tail: str
+
+
+def run_measured(cmd: list[str], *, env: dict | None = None, cwd: str | Path | None = None,
+                 log: str | Path | None = None, timeout: float | None = None) -> Measured:  # fmt: skip
+    """Run ``cmd`` as a subprocess; measure its wall time and the peak RSS of its process tree."""
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT if log else None)
+    monitor = PeakMemory(proc.pid)
+    with monitor:
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+            code = -9 if code == 0 else code
+    wall = time.monotonic() - start
+    if log:
+        out.close()
+        tail = "\n".join(Path(log).read_text(errors="replace").splitlines()[-5:])
+    else:
+        tail = ""
+    return Measured(returncode=code, wall_time=wall, peak_rss=monitor.peak, stderr_tail=tail)
