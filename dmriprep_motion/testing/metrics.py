@@ -69,8 +69,9 @@ def accuracy(
     volumes = np.asarray(volumes, dtype=int)
     per = transform_errors(est[volumes], tru[volumes], points)
     if est_bvecs is not None and true_bvecs is not None and affine is not None:
-        per["bvec_err"] = bvec_angular_error(np.asarray(est_bvecs)[volumes], np.asarray(true_bvecs)[volumes],
-                                             affine)  # fmt: skip
+        per["bvec_err"] = bvec_angular_error(
+            np.asarray(est_bvecs)[volumes], np.asarray(true_bvecs)[volumes], affine
+        )
     else:
         per["bvec_err"] = np.full(len(volumes), np.nan)
 
@@ -160,8 +161,14 @@ class Measured:
     stderr_tail: str
 
 
-def run_measured(cmd: list[str], *, env: dict | None = None, cwd: str | Path | None = None,
-                 log: str | Path | None = None, timeout: float | None = None) -> Measured:  # fmt: skip
+def run_measured(
+    cmd: list[str],
+    *,
+    env: dict | None = None,
+    cwd: str | Path | None = None,
+    log: str | Path | None = None,
+    timeout: float | None = None,
+) -> Measured:
     """Run ``cmd`` as a subprocess; measure its wall time and the peak RSS of its process tree."""
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     start = time.monotonic()

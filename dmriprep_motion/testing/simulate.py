@@ -403,10 +403,15 @@ def mni_phantom(*, resolution: float = 2.0, crop: bool = True, margin: int = 4) 
     if abs(resolution - 2.0) > 1e-3:
         target = np.diag([resolution] * 3 + [1.0])
         target[:3, 3] = t1.affine[:3, 3]
-        t1, gm, wm = (image.resample_img(im, target_affine=target, interpolation="continuous",
-                                         force_resample=True, copy_header=True) for im in (t1, gm, wm))  # fmt: skip
-        brain = image.resample_to_img(brain, t1, interpolation="nearest", force_resample=True,
-                                      copy_header=True)  # fmt: skip
+        t1, gm, wm = (
+            image.resample_img(
+                im, target_affine=target, interpolation="continuous", force_resample=True, copy_header=True
+            )
+            for im in (t1, gm, wm)
+        )
+        brain = image.resample_to_img(
+            brain, t1, interpolation="nearest", force_resample=True, copy_header=True
+        )
     affine = t1.affine.copy()
     t1d = np.clip(t1.get_fdata(), 0, None)
     gmd = np.clip(gm.get_fdata(), 0, 1)
@@ -479,8 +484,17 @@ def real_data_phantom(
     safe_s0 = np.maximum(s0, 1e-3)[..., None]
     atten = np.clip(data[..., dwi_idx] / safe_s0, 1e-4, 1.0)
     apparent = -np.log(atten) / bvals
-    design = np.stack([g[:, 0] ** 2, g[:, 1] ** 2, g[:, 2] ** 2,
-                       2 * g[:, 0] * g[:, 1], 2 * g[:, 0] * g[:, 2], 2 * g[:, 1] * g[:, 2]], axis=1)  # fmt: skip
+    design = np.stack(
+        [
+            g[:, 0] ** 2,
+            g[:, 1] ** 2,
+            g[:, 2] ** 2,
+            2 * g[:, 0] * g[:, 1],
+            2 * g[:, 0] * g[:, 2],
+            2 * g[:, 1] * g[:, 2],
+        ],
+        axis=1,
+    )
     pinv = np.linalg.pinv(design)
 
     def fit(adc: np.ndarray) -> np.ndarray:
@@ -494,8 +508,9 @@ def real_data_phantom(
     tensor_app = fit(apparent)
     md_app = np.trace(tensor_app, axis1=-2, axis2=-1) / 3
     kmap = np.where(md_app > 2.0e-3, 0.0, kurtosis)
-    dtrue = np.where(kmap[..., None] > 0, true_diffusivity(apparent, float(np.median(bvals)), kurtosis),
-                     apparent)  # fmt: skip
+    dtrue = np.where(
+        kmap[..., None] > 0, true_diffusivity(apparent, float(np.median(bvals)), kurtosis), apparent
+    )
     tensor = fit(dtrue)
     evals, evecs = np.linalg.eigh(tensor)
     evals = np.clip(evals, 0.0, 3.5e-3)
@@ -539,11 +554,19 @@ def write_bids(
     truth_dir = bids_dir / "derivatives" / "truth" / f"sub-{subject}" / "dwi"
     dwi_dir.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
-    description = {"Name": name, "BIDSVersion": "1.9.0", "DatasetType": "raw",
-                   "GeneratedBy": [{"Name": "dmriprep_motion.testing.simulate"}]}  # fmt: skip
+    description = {
+        "Name": name,
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "raw",
+        "GeneratedBy": [{"Name": "dmriprep_motion.testing.simulate"}],
+    }
     (bids_dir / "dataset_description.json").write_text(json.dumps(description, indent=2) + "\n")
-    truth_desc = {"Name": "ground truth", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-                  "GeneratedBy": [{"Name": "dmriprep_motion.testing.simulate"}]}  # fmt: skip
+    truth_desc = {
+        "Name": "ground truth",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "dmriprep_motion.testing.simulate"}],
+    }
     (bids_dir / "derivatives" / "truth" / "dataset_description.json").write_text(
         json.dumps(truth_desc) + "\n"
     )
@@ -562,8 +585,12 @@ def write_bids(
     img.header.set_xyzt_units("mm", "sec")
     img.to_filename(paths["dwi"])
     write_fsl(series.bvals, series.bvecs, paths["bval"], paths["bvec"])
-    sidecar = {"PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.05, "RepetitionTime": 3.0,
-               "Simulation": series.metadata}  # fmt: skip
+    sidecar = {
+        "PhaseEncodingDirection": "j-",
+        "TotalReadoutTime": 0.05,
+        "RepetitionTime": 3.0,
+        "Simulation": series.metadata,
+    }
     paths["sidecar"].write_text(json.dumps(sidecar, indent=2, default=float) + "\n")
     write_itk(paths["xfm"], series.motions)
     np.save(paths["xfm_npy"], series.motions)
