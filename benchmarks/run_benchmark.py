@@ -1,0 +1,335 @@
+#!/usr/bin/env python
+"""Ground-truth accuracy and speed benchmark of dmriprep_motion and the tools users would pick instead.
+
+For every scenario a dataset with known motion is simulated (``dmriprep_motion.testing.simulate``),
+then every method is run on it as a subprocess (wall time and the peak RSS of its whole process
+tree are measured), and its transforms / b-vectors are scored against the truth
+(``dmriprep_motion.testing.metrics``).  One table is printed (and written as Markdown + JSON).
+
+Peers are installed in their own virtual environments under ``--cache-dir`` (created on first
+use with ``python -m venv`` + ``pip install``), so the project's environment stays clean:
+
+* ``dipy``: DIPY ``dipy.align.motion_correction`` (affine registration to the b0 reference);
+* ``nifreeze-dti`` / ``nifreeze-b0``: NiFreeze's CLI with models ``dti`` and ``trivial`` (b0),
+  using the same ``antsRegistration`` console script (this environment's ``bin`` first on PATH).
+
+Example (the command of benchmarks/README.md)::
+
+    PYTHONPATH=. python benchmarks/run_benchmark.py --scenarios real-moderate real-spikes real-large \\
+        --methods dmriprep dmriprep-sloppy dipy nifreeze-dti nifreeze-b0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DS_XA30 = (ROOT / ".." / "shared" / "data" / "ds-xa30").resolve()
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dmriprep_motion_bench"
+
+#: name -> (phantom, shells, n_b0, pattern, snr)
+SCENARIOS = {
+    "real-moderate": ("real", {1000: 30}, 1, "moderate", 20.0),
+    "real-spikes": ("real", {1000: 30}, 1, "spikes", 20.0),
+    "real-large": ("real", {1000: 30}, 1, "large", 20.0),
+    "real-drift": ("real", {1000: 30}, 1, "drift", 20.0),
+    "real-multishell": ("real", {1000: 20, 2000: 20, 3000: 20}, 3, "moderate", 20.0),
+    "real-moderate-60": ("real", {1000: 59}, 1, "moderate", 20.0),
+    "real-moderate-120": ("real", {1000: 117}, 3, "moderate", 20.0),
+    "mni-moderate": ("mni", {1000: 30}, 1, "moderate", 20.0),
+}
+
+METHODS = {
+    "dmriprep": [],
+    "dmriprep-sloppy": ["--sloppy"],
+    "dmriprep-b0": ["--model", "b0"],
+    "dmriprep-avgdwi": ["--model", "avgdwi"],
+    "dmriprep-dti": ["--model", "dti"],
+    "dmriprep-dki": ["--model", "dki"],
+    "dmriprep-gp": ["--model", "gp"],
+    "dipy": None,
+    "nifreeze-dti": ["dti"],
+    "nifreeze-b0": ["trivial"],
+}
+
+PEER_PACKAGES = {"dipy": ["dipy", "nibabel"], "nifreeze": ["nifreeze"]}
+
+
+# --------------------------------------------------------------------------------- scenarios
+def simulate(name: str, folder: Path, seed: int) -> Path:
+    """Simulate scenario ``name`` into ``folder/bids`` (reused when present)."""
+    from dmriprep_motion.testing import simulate as sim
+
+    bids = folder / "bids"
+    if (bids / "derivatives" / "truth").exists():
+        return bids
+    kind, shells, n_b0, pattern, snr = SCENARIOS[name]
+    if kind == "real":
+        src = DS_XA30 / "sub-01" / "dwi" / "sub-01_dir-AP_dwi"
+        phantom = sim.real_data_phantom(f"{src}.nii.gz", f"{src}.bval", f"{src}.bvec")
+    else:
+        phantom = sim.mni_phantom(resolution=2.0)
+    bvals, bvecs = sim.make_scheme(n_b0=n_b0, shells=shells, seed=seed)
+    params = sim.motion_pattern(pattern, len(bvals), seed=seed)
+    series = sim.simulate_series(phantom, bvals=bvals, bvecs_ras=bvecs, params=params, snr=snr, seed=seed)
+    sim.write_bids(series, bids, name=f"benchmark {name}")
+    return bids
+
+
+# ------------------------------------------------------------------------------------ peers
+def peer_python(kind: str, cache: Path) -> Path:
+    """Python of the peer's own venv (created and populated on first use)."""
+    venv = cache / kind
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    check = subprocess.run([str(python), "-c", f"import {kind}"], capture_output=True)
+    if check.returncode != 0:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES[kind]], check=True)
+    return python
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    # antsRegistration (this project's console script) and Python of this environment first
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("NIPYPE_NO_ET", "1")
+    env["OMP_NUM_THREADS"] = env["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+    return env
+
+
+def run_method(method: str, bids: Path, folder: Path, *, nprocs: int, cache: Path, seed: int) -> dict:
+    """Run one method on one dataset; return its measurements and output paths."""
+    from dmriprep_motion.testing.metrics import run_measured
+
+    truth_stem = "sub-01"
+    dwi = bids / "sub-01" / "dwi" / f"{truth_stem}_dwi"
+    out = folder / method
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "log.txt"
+    env = _env()
+    if method.startswith("dmriprep"):
+        cmd = [
+            sys.executable,
+            "-m",
+            "dmriprep_motion",
+            str(bids),
+            str(out / "out"),
+            "participant",
+            "-w",
+            str(out / "work"),
+            "--nprocs",
+            str(nprocs),
+            "--seed",
+            str(seed),
+            "--skip-bids-validation",
+            *METHODS[method],
+        ]
+        res = run_measured(cmd, env=env, log=log)
+        d = out / "out" / "sub-01" / "dwi"
+        xfm, bvec = (
+            d / f"{truth_stem}_from-orig_to-dwiref_mode-image_desc-hmc_xfm.txt",
+            (d / f"{truth_stem}_desc-preproc_dwi.bvec"),
+        )
+        return {"measured": res, "xfm": xfm, "bvec": bvec, "rotates_bvecs": True}
+    if method == "dipy":
+        python = peer_python("dipy", cache)
+        cmd = [
+            str(python),
+            str(HERE / "peers" / "dipy_hmc.py"),
+            f"{dwi}.nii.gz",
+            f"{dwi}.bval",
+            f"{dwi}.bvec",
+            str(out / "dipy"),
+        ]
+        env["OMP_NUM_THREADS"] = str(nprocs)
+        res = run_measured(cmd, env=env, log=log)
+        return {
+            "measured": res,
+            "xfm": out / "dipy_xfm.npy",
+            "bvec": out / "dipy.bvec",
+            "rotates_bvecs": False,
+        }
+    if method.startswith("nifreeze"):
+        python = peer_python("nifreeze", cache)
+        import nibabel as nb
+
+        from dmriprep_motion.gradients import fsl_to_ras, read_bvals, read_bvecs
+
+        img = nb.load(f"{dwi}.nii.gz")
+        bvals = read_bvals(f"{dwi}.bval")
+        ras = fsl_to_ras(read_bvecs(f"{dwi}.bvec"), img.affine)
+        grad = out / "gradients_rasb.txt"  # NiFreeze's convention: RAS+ b-vectors and b-values
+        np.savetxt(grad, np.column_stack([ras, bvals]), fmt="%.8f")
+        mask = bids / "derivatives" / "truth" / "sub-01" / "dwi" / f"{truth_stem}_desc-brain_mask.nii.gz"
+        cli = str(Path(python).parent / "nifreeze")
+        cmd = [
+            cli,
+            f"{dwi}.nii.gz",
+            "--gradient-file",
+            str(grad),
+            "--brainmask",
+            str(mask),
+            "--models",
+            METHODS[method][0],
+            "-J",
+            str(nprocs),
+            "--nthreads",
+            "1",
+            "--seed",
+            str(seed),
+            "--output-dir",
+            str(out),
+            "--write-hdf5",
+        ]
+        res = run_measured(cmd, env=env, log=log)
+        h5 = out / f"{truth_stem}_dwi.nii.h5"
+        if res.returncode == 0:
+            h5s = sorted(out.glob("*.h5"))
+            h5 = h5s[0] if h5s else h5
+            subprocess.run(
+                [
+                    str(python),
+                    str(HERE / "peers" / "nifreeze_dump.py"),
+                    str(h5),
+                    f"{dwi}.bval",
+                    str(out / "nifreeze"),
+                ],
+                check=True,
+                env=env,
+            )
+        return {"measured": res, "xfm": out / "nifreeze_xfm.npy", "bvec": None, "rotates_bvecs": False}
+    raise ValueError(f"unknown method {method}")
+
+
+# ---------------------------------------------------------------------------------- scoring
+def score(bids: Path, result: dict) -> dict:
+    """Accuracy of one method's outputs against the truth."""
+    from dmriprep_motion.gradients import read_bvecs
+    from dmriprep_motion.motion import load_itk_series, mask_coordinates
+    from dmriprep_motion.testing.metrics import accuracy
+    from dmriprep_motion.testing.simulate import load_truth
+
+    truth = load_truth(bids)
+    xfm = result["xfm"]
+    est = load_itk_series(xfm) if str(xfm).endswith(".txt") else np.load(xfm)
+    bvec_file = result["bvec"]
+    if bvec_file is None:  # tool writes no b-vectors: score the input table (what users would keep)
+        bvec_file = bids / "sub-01" / "dwi" / "sub-01_dwi.bvec"
+    return accuracy(
+        est,
+        truth["xfm"],
+        mask_coordinates(truth["mask"]),
+        est_bvecs=read_bvecs(bvec_file),
+        true_bvecs=truth["head_bvecs"],
+        affine=truth["mask"].affine,
+    )
+
+
+HEADER = (
+    "| scenario | method | vols | median mean-disp err (mm) | max mean-disp err (mm) | RMSE (mm) "
+    "| median rot err (deg) | median trans err (mm) | median b-vec err (deg) | wall (s) | s/vol "
+    "| peak RSS (GB) | note |"
+)
+
+
+def row(scenario: str, method: str, n_vol: int, res: dict) -> str:
+    """One Markdown table row."""
+    m = res.get("acc")
+    meas = res["measured"]
+    base = f"| {scenario} | {method} | {n_vol} |"
+    tail = f" {meas.wall_time:.0f} | {meas.wall_time / n_vol:.2f} | {meas.peak_rss / 1e9:.2f} |"
+    if m is None:
+        return base + " – | – | – | – | – | – |" + tail + f" FAILED: {res['error']} |"
+    note = "" if res["rotates_bvecs"] else "b-vectors not rotated by the tool"
+    return (
+        base + f" {m['median_mean_disp']:.3f} | {m['max_mean_disp']:.3f} | {m['rmse_mean_disp']:.3f} |"
+        f" {m['median_rot_err']:.3f} | {m['median_trans_err']:.3f} | {m['median_bvec_err']:.2f} |"
+        + tail
+        + f" {note} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", nargs="+", default=["real-moderate"], choices=sorted(SCENARIOS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["dmriprep", "dmriprep-sloppy", "dipy", "nifreeze-dti"],
+        choices=sorted(METHODS),
+    )
+    parser.add_argument("--work", type=Path, default=DEFAULT_CACHE / "runs", help="simulations and outputs")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="peer virtual environments")
+    parser.add_argument("--nprocs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--output", type=Path, default=None, help="write the table (.md) and raw JSON here")
+    opts = parser.parse_args(argv)
+    rows, raw = [], []
+    print(
+        f"# benchmark {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs", flush=True
+    )
+    print(HEADER)
+    print("|" + "---|" * (HEADER.count("|") - 1), flush=True)
+    for scenario in opts.scenarios:
+        folder = opts.work / scenario
+        bids = simulate(scenario, folder, opts.seed)
+        n_vol = len(np.loadtxt(bids / "sub-01" / "dwi" / "sub-01_dwi.bval"))
+        for method in opts.methods:
+            try:
+                res = run_method(
+                    method, bids, folder, nprocs=opts.nprocs, cache=opts.cache_dir, seed=opts.seed
+                )
+            except Exception as err:  # noqa: BLE001 - the table says why a peer cannot run
+                from dmriprep_motion.testing.metrics import Measured
+
+                res = {"measured": Measured(1, 0.0, 0, str(err)), "rotates_bvecs": False}
+            if res["measured"].returncode == 0:
+                try:
+                    res["acc"] = score(bids, res)
+                except Exception as err:  # noqa: BLE001
+                    res["error"] = f"cannot read outputs ({type(err).__name__}: {err})".replace("|", "/")
+            else:
+                tail = res["measured"].stderr_tail.strip().splitlines()
+                res["error"] = (f"exit {res['measured'].returncode}: " + (tail[-1] if tail else "")).replace(
+                    "|", "/"
+                )[:200]
+            line = row(scenario, method, n_vol, res)
+            rows.append(line)
+            print(line, flush=True)
+            acc = res.get("acc") or {}
+            raw.append(
+                {
+                    "scenario": scenario,
+                    "method": method,
+                    "n_volumes": n_vol,
+                    "wall_time_s": res["measured"].wall_time,
+                    "peak_rss_bytes": res["measured"].peak_rss,
+                    "error": res.get("error"),
+                    **{k: v for k, v in acc.items() if k != "per_volume"},
+                    "per_volume_mean_disp": [
+                        float(v) for v in acc.get("per_volume", {}).get("mean_disp", [])
+                    ],
+                }
+            )
+    if opts.output:
+        opts.output.parent.mkdir(parents=True, exist_ok=True)
+        opts.output.with_suffix(".md").write_text(
+            "\n".join([HEADER, "|" + "---|" * (HEADER.count("|") - 1), *rows]) + "\n"
+        )
+        opts.output.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
