@@ -49,6 +49,7 @@ SCENARIOS = {
 }
 
 METHODS = {
+    "identity": None,  # no correction: the size of the injected motion, as a reference row
     "dmriprep": [],
     "dmriprep-sloppy": ["--sloppy"],
     "dmriprep-b0": ["--model", "b0"],
@@ -110,7 +111,7 @@ def _env() -> dict:
 
 def run_method(method: str, bids: Path, folder: Path, *, nprocs: int, cache: Path, seed: int) -> dict:
     """Run one method on one dataset; return its measurements and output paths."""
-    from dmriprep_motion.testing.metrics import run_measured
+    from dmriprep_motion.testing.metrics import Measured, run_measured
 
     truth_stem = "sub-01"
     dwi = bids / "sub-01" / "dwi" / f"{truth_stem}_dwi"
@@ -142,6 +143,16 @@ def run_method(method: str, bids: Path, folder: Path, *, nprocs: int, cache: Pat
             (d / f"{truth_stem}_desc-preproc_dwi.bvec"),
         )
         return {"measured": res, "xfm": xfm, "bvec": bvec, "rotates_bvecs": True}
+    if method == "identity":
+        n_vol = len(np.loadtxt(f"{dwi}.bval"))
+        np.save(out / "identity_xfm.npy", np.tile(np.eye(4), (n_vol, 1, 1)))
+        res = Measured(0, 0.0, 0, "")
+        return {
+            "measured": res,
+            "xfm": out / "identity_xfm.npy",
+            "bvec": f"{dwi}.bvec",
+            "rotates_bvecs": False,
+        }
     if method == "dipy":
         python = peer_python("dipy", cache)
         cmd = [
