@@ -75,8 +75,9 @@ def simulate(name: str, folder: Path, seed: int) -> Path:
         return bids
     kind, shells, n_b0, pattern, snr = SCENARIOS[name]
     if kind == "real":
-        src = DS_XA30 / "sub-01" / "dwi" / "sub-01_dir-AP_dwi"
-        phantom = sim.real_data_phantom(f"{src}.nii.gz", f"{src}.bval", f"{src}.bvec")
+        # both phase-encoding directions: their eddy-current shifts cancel in the joint fit
+        src = [DS_XA30 / "sub-01" / "dwi" / f"sub-01_dir-{pe}_dwi" for pe in ("AP", "PA")]
+        phantom = sim.real_data_phantom(*([f"{s}.{ext}" for s in src] for ext in ("nii.gz", "bval", "bvec")))
     else:
         phantom = sim.mni_phantom(resolution=2.0)
     bvals, bvecs = sim.make_scheme(n_b0=n_b0, shells=shells, seed=seed)
@@ -280,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         default=["dmriprep", "dmriprep-sloppy", "dipy", "nifreeze-dti"],
         choices=sorted(METHODS),
     )
-    parser.add_argument("--work", type=Path, default=DEFAULT_CACHE / "runs", help="simulations and outputs")
+    parser.add_argument(
+        "--work", type=Path, default=DEFAULT_CACHE / "runs_v2", help="simulations and outputs"
+    )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="peer virtual environments")
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)

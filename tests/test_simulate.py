@@ -22,8 +22,8 @@ DEG = np.pi / 180
 
 @pytest.fixture(scope="module")
 def phantom(ds_xa30):
-    src = ds_xa30 / "sub-01" / "dwi" / "sub-01_dir-AP_dwi"
-    return sim.real_data_phantom(f"{src}.nii.gz", f"{src}.bval", f"{src}.bvec")
+    src = [ds_xa30 / "sub-01" / "dwi" / f"sub-01_dir-{pe}_dwi" for pe in ("AP", "PA")]
+    return sim.real_data_phantom(*([f"{s}.{ext}" for s in src] for ext in ("nii.gz", "bval", "bvec")))
 
 
 @pytest.fixture(scope="module")

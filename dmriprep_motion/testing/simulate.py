@@ -451,39 +451,57 @@ def mni_phantom(*, resolution: float = 2.0, crop: bool = True, margin: int = 4) 
 
 
 def real_data_phantom(
-    dwi_file: str | Path,
-    bval_file: str | Path,
-    bvec_file: str | Path,
+    dwi_file: str | Path | list,
+    bval_file: str | Path | list,
+    bvec_file: str | Path | list,
     *,
     kurtosis: float = DEFAULT_KURTOSIS,
     b0_threshold: float = 50.0,
 ) -> Phantom:
-    """Phantom fitted to a real (single- or multi-shell) DWI series, e.g. ds-xa30 (b=2500).
+    """Phantom fitted to real (single- or multi-shell) DWI series, e.g. ds-xa30 (b=2500).
 
     A tensor is fitted to the apparent diffusivities, after converting them to the diffusivities
     of the Gamma-distribution signal of :func:`signal_attenuation` with a fixed kurtosis
     ``kurtosis`` (the data have a single shell, so the kurtosis cannot be estimated): the
     measured signal at the acquired b-value is reproduced, and lower and higher b-values are
-    extrapolated with that kurtosis.  CSF-like voxels (mean diffusivity above 2.5 µm²/ms) get
+    extrapolated with that kurtosis.  CSF-like voxels (mean diffusivity above 2.0 µm²/ms) get
     ``K = 0``.  Tensors are clipped to be positive semi-definite with eigenvalues ≤ 3.5 µm²/ms.
     The b0 map is the average of the b0 volumes; the mask is DIPY's ``median_otsu``.
+
+    Several runs on the same grid (lists of files) are fitted together, each normalised by its
+    own b0.  Pass both phase-encoding directions (e.g. ds-xa30's dir-AP and dir-PA): the raw data
+    carry eddy-current displacements along the phase-encoding axis that depend on the gradient;
+    they have opposite signs in the two runs and mostly cancel in the joint fit.  Fitted to one run
+    only, they are baked into the tensors and the synthesized volumes look shifted by up to ~1 mm
+    along that axis depending on the gradient, which no rigid motion correction can (or should)
+    remove.
     """
     from dipy.segment.mask import median_otsu
 
     from dmriprep_motion.gradients import load_gradient_table
 
-    img = nb.load(str(dwi_file))
-    data = np.asanyarray(img.dataobj, dtype=np.float32)
-    table = load_gradient_table(bval_file, bvec_file, data.shape[-1], b0_threshold=b0_threshold)
-    s0 = data[..., table.b0_mask].mean(-1)
+    def as_list(x):
+        return [x] if isinstance(x, str | Path) else list(x)
+
+    s0s, apparents, gs, bvals_all = [], [], [], []
+    for dwi, bval, bvec in zip(as_list(dwi_file), as_list(bval_file), as_list(bvec_file), strict=True):
+        img = nb.load(str(dwi))
+        data = np.asanyarray(img.dataobj, dtype=np.float32)
+        table = load_gradient_table(bval, bvec, data.shape[-1], b0_threshold=b0_threshold)
+        s0_run = data[..., table.b0_mask].mean(-1)
+        dwi_idx = table.dwi_indices
+        safe_s0 = np.maximum(s0_run, 1e-3)[..., None]
+        atten = np.clip(data[..., dwi_idx] / safe_s0, 1e-4, 1.0)
+        apparents.append(-np.log(atten) / table.bvals[dwi_idx])
+        gs.append(fsl_to_ras(table.bvecs[dwi_idx], img.affine))
+        bvals_all.append(table.bvals[dwi_idx])
+        s0s.append(s0_run)
+    s0 = np.mean(s0s, axis=0)
+    apparent = np.concatenate(apparents, axis=-1)
+    g = np.concatenate(gs)
+    bvals = np.concatenate(bvals_all)
     _, mask = median_otsu(s0, median_radius=2, numpass=2)
     mask = ndi.binary_fill_holes(mask)
-    dwi_idx = table.dwi_indices
-    g = fsl_to_ras(table.bvecs[dwi_idx], img.affine)
-    bvals = table.bvals[dwi_idx]
-    safe_s0 = np.maximum(s0, 1e-3)[..., None]
-    atten = np.clip(data[..., dwi_idx] / safe_s0, 1e-4, 1.0)
-    apparent = -np.log(atten) / bvals
     design = np.stack(
         [
             g[:, 0] ** 2,
@@ -520,7 +538,8 @@ def real_data_phantom(
         affine=img.affine.copy(),
         compartments=[Compartment(s0=s0_map, tensor=tensor, kurtosis=kmap)],
         mask=mask.astype(bool),
-        description=f"tensor + fixed kurtosis (K={kurtosis:g}) fit of {Path(dwi_file).name}",
+        description=f"tensor + fixed kurtosis (K={kurtosis:g}) fit of "
+        + ", ".join(Path(f).name for f in as_list(dwi_file)),
     )
 
 
