@@ -82,7 +82,9 @@ def test_real_phantom_reproduces_source(phantom, ds_xa30):
     data = img.get_fdata(dtype=np.float32)
     m = phantom.mask
     corr = [np.corrcoef(phantom.signal(2500, g[i])[m], data[..., i][m])[0, 1] for i in (1, 7, 15)]
-    assert min(corr) > 0.9, corr
+    # 0.98 for a fit of this run alone; the joint AP+PA fit averages away the run's own
+    # eddy-current and susceptibility displacements, which costs some voxelwise agreement
+    assert min(corr) > 0.85, corr
     means = [phantom.signal(b, [1, 0, 0])[m].mean() for b in (0, 1000, 2000, 3000)]
     assert np.all(np.diff(means) < 0)
     assert 0.25 < means[1] / means[0] < 0.6  # plausible brain attenuation at b=1000
