@@ -237,3 +237,16 @@ def test_matrix_helpers_agree():
     mot = sim.motion_about_center(np.array([[1.0, 2.0, 3.0, 0.1, 0.2, 0.3]]), center)[0]
     assert np.allclose(mot[:3, :3], matrix_from_params([0, 0, 0, 0.1, 0.2, 0.3])[:3, :3])
     assert np.allclose(nb.affines.apply_affine(mot, center), center + [1, 2, 3])
+
+
+def test_accuracy_separates_common_offset():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-60, 60, size=(500, 3))
+    params = rng.uniform(-1, 1, size=(8, 6)) * [2, 2, 2, 0.03, 0.03, 0.03]
+    truth = np.stack([matrix_from_params(p) for p in params])
+    offset = matrix_from_params([0.3, -0.2, 0.1, 0.004, 0.0, -0.003])
+    acc = accuracy(truth @ offset, truth, points)
+    expected = transform_errors(offset, np.eye(4), points)["mean_disp"][0]
+    assert acc["median_mean_disp"] > 0.25
+    assert acc["common_offset_disp"] == pytest.approx(expected, rel=0.05)
+    assert acc["median_mean_disp_offset_removed"] < 0.02
