@@ -336,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
                     ],
                 }
             )
+            if opts.output:  # written after every row, so a stopped benchmark keeps its results
+                opts.output.parent.mkdir(parents=True, exist_ok=True)
+                opts.output.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
     if opts.output:
         opts.output.parent.mkdir(parents=True, exist_ok=True)
         opts.output.with_suffix(".md").write_text(
