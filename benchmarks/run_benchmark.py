@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -117,6 +118,8 @@ def run_method(method: str, bids: Path, folder: Path, *, nprocs: int, cache: Pat
     truth_stem = "sub-01"
     dwi = bids / "sub-01" / "dwi" / f"{truth_stem}_dwi"
     out = folder / method
+    if out.exists():  # never reuse a previous run's outputs or Nipype cache (it would fake the time)
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
     env = _env()
