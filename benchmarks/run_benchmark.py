@@ -333,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                     "wall_time_s": res["measured"].wall_time,
                     "peak_rss_bytes": res["measured"].peak_rss,
                     "error": res.get("error"),
-                    **{k: v for k, v in acc.items() if k != "per_volume"},
+                    **{k: v for k, v in acc.items() if k not in ("per_volume", "n_volumes")},
+                    "n_scored_volumes": acc.get("n_volumes"),
                     "per_volume_mean_disp": [
                         float(v) for v in acc.get("per_volume", {}).get("mean_disp", [])
                     ],
