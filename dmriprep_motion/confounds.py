@@ -42,6 +42,7 @@ def column_metadata(transform: str = "Rigid", outlier_threshold: float = 4.0) ->
     meta["outlier"] = {
         "Description": "1 if the volume's similarity is abnormally low for its shell: robust z-score "
         f"(median, 1.4826 x MAD) below -{outlier_threshold:g}; 0 otherwise (flagging disabled if 0).",
+        "Units": "unitless",
         "Levels": {"0": "not an outlier", "1": "outlier"},
         "Threshold": outlier_threshold,
     }

@@ -13,8 +13,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DS_XA30 = (ROOT / ".." / "shared" / "data" / "ds-xa30").resolve()
 
-#: Settings of the shared end-to-end run (fast, still real: two passes of ANTs).
-E2E_ARGS = ["--sloppy", "--nprocs", "2", "--passes", "3", "--seed", "42"]
+#: Settings of the shared end-to-end run (fast, still real: three passes of ANTs). The anchor is
+#: the deterministic median: on ds-xa30's b=2500 data the cross-contrast (b0 vs DWI) anchor is
+#: ill-determined (±0.5-1 mm pass to pass, measured), and test_recovery compares two runs. The
+#: default anchor is tested against ground truth on the phantom (test_simulate.py, demo).
+E2E_ARGS = ["--sloppy", "--nprocs", "2", "--passes", "3", "--anchor", "median", "--seed", "42"]
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

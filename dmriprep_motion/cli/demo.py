@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolution", type=float, default=3.0, help="phantom voxel size, mm (default 3)")
     parser.add_argument("--model", default="auto", help="signal model passed to dmriprep-motion")
     parser.add_argument("--passes", type=int, default=None, help="estimation passes (default: the app's)")
+    parser.add_argument(
+        "--anchor", default=None, help="how shells are tied to the b0 reference (default: the app's)"
+    )
     parser.add_argument("--nprocs", type=int, default=2, help="parallel processes (default 2)")
     parser.add_argument("--sloppy", action="store_true", help="fast, less accurate registration")
     parser.add_argument("--seed", type=int, default=42, help="seed of the simulation and of ANTs")
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args += ["--nprocs", str(opts.nprocs), "--seed", str(opts.seed), "--model", opts.model]
     args += ["--skip-bids-validation"] + (["--sloppy"] if opts.sloppy else [])
     args += ["--passes", str(opts.passes)] if opts.passes else []
+    args += ["--anchor", opts.anchor] if opts.anchor else []
     t_run = time.monotonic()
     code = run(args)
     wall = time.monotonic() - t_run

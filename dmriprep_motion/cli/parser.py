@@ -159,11 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     method.add_argument(
         "--anchor",
-        choices=["median", "registration", "none"],
-        default="median",
+        choices=["registration", "median", "none"],
+        default="registration",
         help="how each shell's common position is tied to the b0 reference after every pass: "
-        "median motion = 0 (default, robust), registration of the shell mean to the b0 (mutual "
-        "information, like eddy's post-alignment of shells), or none",
+        "registration of the shell's corrected mean to the b0 reference (mutual information, like "
+        "eddy's post-alignment of shells; default), median motion = 0 (assumes most volumes did "
+        "not move relative to the b0), or none",
     )
     method.add_argument(
         "--outlier-threshold",

@@ -185,8 +185,6 @@ class AnchorShells(SimpleInterface):
 
         cwd = Path(runtime.cwd)
         mats = np.load(self.inputs.in_ras)
-        if self.inputs.relaxation < 1.0 and isdefined(self.inputs.previous):
-            mats = interpolate_transforms(np.load(self.inputs.previous), mats, self.inputs.relaxation)
         labels = shell_labels(np.loadtxt(self.inputs.in_bval, ndmin=1), self.inputs.b0_threshold)
         points = mask_coordinates(nb.load(self.inputs.in_mask)) if isdefined(self.inputs.in_mask) else None
         corrections = []
@@ -194,6 +192,9 @@ class AnchorShells(SimpleInterface):
             mats[labels == label] = mats[labels == label] @ correction
             if points is not None:
                 corrections.append(float(transform_change(np.eye(4)[None], correction[None], points)[0]))
+        # Damp the whole update (registrations and anchor) so that neither oscillates.
+        if self.inputs.relaxation < 1.0 and isdefined(self.inputs.previous):
+            mats = interpolate_transforms(np.load(self.inputs.previous), mats, self.inputs.relaxation)
         files = [str(write_itk(cwd / f"xform_{i:04d}.txt", mat)) for i, mat in enumerate(mats)]
         np.save(cwd / "xforms.npy", mats)
         write_itk(cwd / "xforms.txt", mats)

@@ -41,7 +41,7 @@ def init_dwi_motion_wf(
     model: str = "gp",
     transform: str = "Rigid",
     passes: int = 3,
-    anchor: str = "median",
+    anchor: str = "registration",
     tolerance: float = 0.05,
     relaxation: float = 0.5,
     outlier_threshold: float = 4.0,

@@ -31,7 +31,7 @@ def init_hmc_pass_wf(
     pass_index: int,
     model: str,
     settings: str | Path,
-    anchor: str = "median",
+    anchor: str = "registration",
     transform: str = "Rigid",
     relaxation: float = 1.0,
     anchor_settings: str | Path | None = None,

@@ -50,7 +50,7 @@ def confounds_tables() -> str:
 
     rigid = column_metadata("Rigid")
     affine = column_metadata("Affine")
-    rows = [[f"``{c}``", m.get("Units", "n/a"), _escape(m["Description"])] for c, m in rigid.items()]
+    rows = [[f"``{c}``", m["Units"], _escape(m["Description"])] for c, m in rigid.items()]
     extra = [[f"``{c}``", affine[c]["Units"], _escape(affine[c]["Description"])] for c in AFFINE_COLUMNS]
     return (
         _list_table("Columns of every confounds table", ["column", "units", "meaning"], rows, "18 10 72")
