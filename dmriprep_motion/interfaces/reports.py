@@ -22,6 +22,7 @@ from nipype.interfaces.base import (
 
 from dmriprep_motion.bids import atomic_copy
 from dmriprep_motion.gradients import fsl_to_ras, read_bvecs, shell_bvalues, shell_labels
+from dmriprep_motion.interfaces.dwi import save_like
 from dmriprep_motion.qc import OUTLIER_Z, flag_outliers, qc_metrics, read_confounds, similarity_thresholds
 from dmriprep_motion.reports import plotting
 
@@ -244,9 +245,7 @@ class AverageImages(SimpleInterface):
         ):
             img = images[source]
             mean = data[source][..., index].mean(axis=-1)
-            out = cwd / f"{key}.nii.gz"
-            nb.Nifti1Image(mean, img.affine, None).to_filename(out)
-            self._results[key] = str(out)
+            self._results[key] = save_like(mean, img, cwd / f"{key}.nii.gz")
         return runtime
 
 
