@@ -14,14 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from dmriprep_motion.gradients import shell_labels
-from dmriprep_motion.outliers import MIN_SCALE
 from dmriprep_motion.outliers import flag_outliers as _flag_similarity
+from dmriprep_motion.outliers import robust_location
 
 #: Default robust z-score below which a volume's similarity flags it as an outlier
 #: (the pipeline's ``--outlier-threshold`` default).
 OUTLIER_Z = 4.0
-#: Shells with fewer volumes are not judged (as in :func:`dmriprep_motion.outliers.robust_z`).
-MIN_GROUP = 4
 
 #: QC metrics, in the column order of ``..._desc-qc_dwi.tsv``, with their descriptions.
 QC_FIELDS = {
@@ -57,18 +55,10 @@ def similarity_thresholds(
         similarities ignored); NaN for shells too small to judge or when ``z <= 0``.
     """
     similarity = np.asarray(similarity, dtype=float)
-    labels = shell_labels(bvals, b0_threshold)
-    out = np.full(similarity.shape, np.nan)
-    for label in np.unique(labels):
-        members = labels == label
-        values = similarity[members]
-        values = values[np.isfinite(values)]
-        if values.size < MIN_GROUP or z <= 0:
-            continue
-        median = np.median(values)
-        scale = max(1.4826 * np.median(np.abs(values - median)), MIN_SCALE)
-        out[members] = median - z * scale
-    return out
+    if z <= 0:
+        return np.full(similarity.shape, np.nan)
+    centre, scale = robust_location(similarity, shell_labels(bvals, b0_threshold))
+    return centre - z * scale
 
 
 def flag_outliers(
