@@ -190,11 +190,13 @@ def test_entry_points_from_a_wheel_in_a_fresh_venv(tmp_path):
         text=True,
         check=True,
     ).stdout.strip()
-    # The dependencies come from this environment (offline); our package from the wheel only.
+    # The dependencies come from this environment (offline); our package from the wheel only. The
+    # parent environment may hold a regular (non-editable) install of this very version (as in CI), which
+    # pip would take as "already satisfied": --ignore-installed puts the wheel into the new venv anyway.
     (Path(site) / "_parent_env.pth").write_text("\n".join(_parent_site_packages()) + "\n")
     install = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
-         str(wheel)],
+         "--ignore-installed", str(wheel)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
