@@ -111,8 +111,13 @@ def _env() -> dict:
     return env
 
 
-def run_method(method: str, bids: Path, folder: Path, *, nprocs: int, cache: Path, seed: int) -> dict:
-    """Run one method on one dataset; return its measurements and output paths."""
+def run_method(
+    method: str, bids: Path, folder: Path, *, nprocs: int, cache: Path, seed: int, extra: tuple = ()
+) -> dict:
+    """Run one method on one dataset; return its measurements and output paths.
+
+    ``extra`` arguments are appended to dmriprep-motion's command line (ignored for peers).
+    """
     from dmriprep_motion.testing.metrics import Measured, run_measured
 
     truth_stem = "sub-01"
@@ -139,6 +144,7 @@ def run_method(method: str, bids: Path, folder: Path, *, nprocs: int, cache: Pat
             str(seed),
             "--skip-bids-validation",
             *METHODS[method],
+            *extra,
         ]
         res = run_measured(cmd, env=env, log=log)
         d = out / "out" / "sub-01" / "dwi"
@@ -229,7 +235,7 @@ def run_method(method: str, bids: Path, folder: Path, *, nprocs: int, cache: Pat
 
 # ---------------------------------------------------------------------------------- scoring
 def score(bids: Path, result: dict) -> dict:
-    """Accuracy of one method's outputs against the truth."""
+    """Accuracy of one method's outputs against the truth (``xfm``: ITK file or ``.npy`` array)."""
     from dmriprep_motion.gradients import read_bvecs
     from dmriprep_motion.motion import load_itk_series, mask_coordinates
     from dmriprep_motion.testing.metrics import accuracy

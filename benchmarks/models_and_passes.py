@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""Accuracy of every diffusion model after each estimation pass, against known motion.
+
+For every scenario (simulated as in ``run_benchmark.py``) and every model, dmriprep-motion runs
+once with ``--model M --passes P --tolerance 0`` (no early stop, so every pass is estimated); the
+transforms each pass hands to the next (``hmc_passNN_wf/anchor/xforms.npy`` in the work
+directory, the last of which is the written ``desc-hmc_xfm``) are scored against the truth.
+One Markdown table is printed: per pass, the median mean-displacement error over the brain and,
+in parentheses, the same once the common b0↔DWI frame offset is removed (see
+``dmriprep_motion.testing.metrics.accuracy``); then the last pass's max error, rotation and
+b-vector errors, wall time and peak memory of the whole run.
+
+    PYTHONPATH=. python benchmarks/models_and_passes.py --scenarios real-moderate real-multishell \\
+        --models b0 avgdwi dti dki gp --passes 4 --sloppy --output /tmp/models_passes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run_benchmark import DEFAULT_CACHE, SCENARIOS, run_method, score, simulate  # noqa: E402
+
+MODELS = ("b0", "avgdwi", "dti", "dki", "gp")
+
+
+def pass_transforms(work: Path, passes: int) -> list[Path | None]:
+    """The transforms each pass produced (``None`` for a pass that did not run)."""
+    found = []
+    for k in range(1, passes + 1):
+        hits = sorted(work.glob(f"**/hmc_pass{k:02d}_wf/anchor/xforms.npy"))
+        found.append(hits[0] if hits else None)
+    return found
+
+
+def header(passes: int) -> str:
+    cells = [f"pass {k} (mm)" for k in range(1, passes + 1)]
+    return (
+        "| scenario | model | vols | "
+        + " | ".join(cells)
+        + " | max err (mm) | median rot err (deg) | median b-vec err (deg)"
+        + " | wall (s) | s/vol | peak RSS (GB) | note |"
+    )
+
+
+def row(scenario: str, model: str, n_vol: int, passes: int, result: dict) -> str:
+    """One table row (``FAILED: reason`` when the run did not finish)."""
+    base = f"| {scenario} | {model} | {n_vol} |"
+    meas = result["measured"]
+    tail = f" {meas.wall_time:.0f} | {meas.wall_time / n_vol:.2f} | {meas.peak_rss / 1e9:.2f} |"
+    if result.get("error"):
+        return base + " – |" * (passes + 3) + tail + f" FAILED: {result['error']} |"
+    cells = [
+        "–" if a is None else f"{a['median_mean_disp']:.3f} ({a['median_mean_disp_offset_removed']:.3f})"
+        for a in result["per_pass"]
+    ]
+    last = result["final"]
+    return (
+        base
+        + " "
+        + " | ".join(cells)
+        + f" | {last['max_mean_disp']:.3f} | {last['median_rot_err']:.3f} | {last['median_bvec_err']:.2f} |"
+        + tail
+        + " |"
+    )
+
+
+def run_one(scenario: str, model: str, opts: argparse.Namespace) -> dict:
+    """Run one model on one scenario and score each pass."""
+    folder = opts.work / scenario
+    bids = simulate(scenario, folder, opts.seed)
+    extra = ("--model", model, "--passes", str(opts.passes), "--tolerance", "0")
+    extra += ("--sloppy",) if opts.sloppy else ()
+    result = run_method(
+        "dmriprep",
+        bids,
+        folder / "passes" / model,
+        nprocs=opts.nprocs,
+        cache=opts.cache_dir,
+        seed=opts.seed,
+        extra=extra,
+    )
+    meas = result["measured"]
+    if meas.returncode != 0:
+        tail = meas.stderr_tail.strip().splitlines()
+        result["error"] = (f"exit {meas.returncode}: " + (tail[-1] if tail else "")).replace("|", "/")[:200]
+        return result
+    work = folder / "passes" / model / "dmriprep" / "work"
+    result["per_pass"] = [
+        None if path is None else score(bids, {**result, "xfm": path})
+        for path in pass_transforms(work, opts.passes)
+    ]
+    result["final"] = score(bids, result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", nargs="+", default=["real-moderate"], choices=sorted(SCENARIOS))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--passes", type=int, default=4)
+    parser.add_argument("--sloppy", action="store_true", help="run with --sloppy registration presets")
+    parser.add_argument("--work", type=Path, default=DEFAULT_CACHE / "runs_v2")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--nprocs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--output", type=Path, default=None, help="write the table (.md) and raw JSON here")
+    opts = parser.parse_args(argv)
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        f"# models × passes {started}, {os.cpu_count()} CPUs, "
+        f"{'--sloppy' if opts.sloppy else 'default presets'}, seed {opts.seed}",
+        header(opts.passes),
+        "|" + "---|" * (header(opts.passes).count("|") - 1),
+    ]
+    print(*lines, sep="\n", flush=True)
+    raw = []
+    for scenario in opts.scenarios:
+        for model in opts.models:
+            result = run_one(scenario, model, opts)
+            bval = opts.work / scenario / "bids" / "sub-01" / "dwi" / "sub-01_dwi.bval"
+            n_vol = len(np.loadtxt(bval))
+            line = row(scenario, model, n_vol, opts.passes, result)
+            lines.append(line)
+            print(line, flush=True)
+            raw.append(
+                {
+                    "scenario": scenario,
+                    "model": model,
+                    "n_volumes": n_vol,
+                    "wall_time_s": result["measured"].wall_time,
+                    "peak_rss_bytes": result["measured"].peak_rss,
+                    "error": result.get("error"),
+                    "per_pass": [
+                        None if acc is None else {k: v for k, v in acc.items() if k != "per_volume"}
+                        for acc in result.get("per_pass", [])
+                    ],
+                }
+            )
+    if opts.output is not None:
+        opts.output.parent.mkdir(parents=True, exist_ok=True)
+        opts.output.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        opts.output.with_suffix(".json").write_text(json.dumps(raw, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
