@@ -1,17 +1,19 @@
 #!/usr/bin/env python
 """Accuracy of every diffusion model after each estimation pass, against known motion.
 
-For every scenario (simulated as in ``run_benchmark.py``) and every model, dmriprep-motion runs
-once with ``--model M --passes P --tolerance 0`` (no early stop, so every pass is estimated); the
-transforms each pass hands to the next (``hmc_passNN_wf/anchor/xforms.npy`` in the work
-directory, the last of which is the written ``desc-hmc_xfm``) are scored against the truth.
+For every scenario (simulated as in ``run_benchmark.py``), every model and every shell anchor,
+dmriprep-motion runs once with ``--model M --anchor A --passes P --tolerance 0`` (no early stop,
+so every pass is estimated); the transforms each pass hands to the next
+(``hmc_passNN_wf/anchor/xforms.npy`` in the work directory, the last of which is the written
+``desc-hmc_xfm``) are scored against the truth.
 One Markdown table is printed: per pass, the median mean-displacement error over the brain and,
 in parentheses, the same once the common b0↔DWI frame offset is removed (see
 ``dmriprep_motion.testing.metrics.accuracy``); then the last pass's max error, rotation and
 b-vector errors, wall time and peak memory of the whole run.
 
     PYTHONPATH=. python benchmarks/models_and_passes.py --scenarios real-moderate real-multishell \\
-        --models b0 avgdwi dti dki gp --passes 4 --sloppy --output /tmp/models_passes
+        --models b0 avgdwi dti dki gp --anchors registration median --passes 4 --sloppy \\
+        --output /tmp/models_passes
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def pass_transforms(work: Path, passes: int) -> list[Path | None]:
 def header(passes: int) -> str:
     cells = [f"pass {k} (mm)" for k in range(1, passes + 1)]
     return (
-        "| scenario | model | vols | "
+        "| scenario | model, anchor | vols | "
         + " | ".join(cells)
         + " | max err (mm) | median rot err (deg) | median b-vec err (deg)"
         + " | wall (s) | s/vol | peak RSS (GB) | note |"
@@ -73,16 +75,17 @@ def row(scenario: str, model: str, n_vol: int, passes: int, result: dict) -> str
     )
 
 
-def run_one(scenario: str, model: str, opts: argparse.Namespace) -> dict:
-    """Run one model on one scenario and score each pass."""
+def run_one(scenario: str, model: str, anchor: str, opts: argparse.Namespace) -> dict:
+    """Run one model with one shell anchor on one scenario and score each pass."""
     folder = opts.work / scenario
     bids = simulate(scenario, folder, opts.seed)
-    extra = ("--model", model, "--passes", str(opts.passes), "--tolerance", "0")
+    extra = ("--model", model, "--anchor", anchor, "--passes", str(opts.passes), "--tolerance", "0")
     extra += ("--sloppy",) if opts.sloppy else ()
+    label = model if anchor == "registration" else f"{model}-{anchor}"
     result = run_method(
         "dmriprep",
         bids,
-        folder / "passes" / model,
+        folder / "passes" / label,
         nprocs=opts.nprocs,
         cache=opts.cache_dir,
         seed=opts.seed,
@@ -93,7 +96,7 @@ def run_one(scenario: str, model: str, opts: argparse.Namespace) -> dict:
         tail = meas.stderr_tail.strip().splitlines()
         result["error"] = (f"exit {meas.returncode}: " + (tail[-1] if tail else "")).replace("|", "/")[:200]
         return result
-    work = folder / "passes" / model / "dmriprep" / "work"
+    work = folder / "passes" / label / "dmriprep" / "work"
     result["per_pass"] = [
         None if path is None else score(bids, {**result, "xfm": path})
         for path in pass_transforms(work, opts.passes)
@@ -106,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", nargs="+", default=["real-moderate"], choices=sorted(SCENARIOS))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument(
+        "--anchors", nargs="+", default=["registration"], choices=["registration", "median"],
+        help="shell anchors (--anchor) to run every model with",
+    )  # fmt: skip
     parser.add_argument("--passes", type=int, default=4)
     parser.add_argument("--sloppy", action="store_true", help="run with --sloppy registration presets")
     parser.add_argument("--work", type=Path, default=DEFAULT_CACHE / "runs_v2")
@@ -125,17 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     print(*lines, sep="\n", flush=True)
     raw = []
     for scenario in opts.scenarios:
-        for model in opts.models:
-            result = run_one(scenario, model, opts)
+        for model, anchor in ((m, a) for m in opts.models for a in opts.anchors):
+            result = run_one(scenario, model, anchor, opts)
             bval = opts.work / scenario / "bids" / "sub-01" / "dwi" / "sub-01_dwi.bval"
             n_vol = len(np.loadtxt(bval))
-            line = row(scenario, model, n_vol, opts.passes, result)
+            line = row(scenario, f"{model}, {anchor}", n_vol, opts.passes, result)
             lines.append(line)
             print(line, flush=True)
             raw.append(
                 {
                     "scenario": scenario,
                     "model": model,
+                    "anchor": anchor,
                     "n_volumes": n_vol,
                     "wall_time_s": result["measured"].wall_time,
                     "peak_rss_bytes": result["measured"].peak_rss,

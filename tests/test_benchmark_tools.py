@@ -1,0 +1,57 @@
+"""The benchmark scripts' helpers: per-pass transforms, table rows, the phantom frame check."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
+
+
+def test_pass_transforms_in_pass_order_with_gaps(tmp_path):
+    mp = _load("models_and_passes")
+    for k in (1, 2, 4):
+        folder = tmp_path / "wf" / "sub_01_wf" / f"hmc_pass{k:02d}_wf" / "anchor"
+        folder.mkdir(parents=True)
+        np.save(folder / "xforms.npy", np.tile(np.eye(4), (3, 1, 1)))
+    found = mp.pass_transforms(tmp_path, 4)
+    assert [p is not None for p in found] == [True, True, False, True]
+    assert "hmc_pass04_wf" in str(found[3])
+
+
+def test_rows_match_the_header(tmp_path):
+    from dmriprep_motion.testing.metrics import Measured
+
+    mp = _load("models_and_passes")
+    width = mp.header(3).count("|")
+    acc = {"median_mean_disp": 0.4, "median_mean_disp_offset_removed": 0.2, "max_mean_disp": 0.7,
+           "median_rot_err": 0.1, "median_bvec_err": 0.1}  # fmt: skip
+    ok = {"measured": Measured(0, 100.0, 7e8, ""), "per_pass": [acc, None, acc], "final": acc}
+    failed = {"measured": Measured(1, 5.0, 1e8, "boom"), "error": "exit 1: boom"}
+    good, bad = mp.row("s", "gp, median", 31, 3, ok), mp.row("s", "dki, median", 31, 3, failed)
+    assert good.count("|") == bad.count("|") == width
+    assert "0.400 (0.200) | – | 0.400 (0.200)" in good
+    assert "FAILED: exit 1: boom" in bad
+
+
+@pytest.mark.slow
+def test_mni_phantom_frames_agree(tmp_path):
+    """On the MNI phantom the b0 and the mean DWI are in one frame, and the anchor finds it."""
+    from dmriprep_motion.testing.simulate import mni_phantom
+
+    frame = _load("phantom_frame")
+    res = frame.frame_offset(mni_phantom(resolution=4.0), 1000.0, tmp_path)
+    assert res["mean"] < 0.1, res
