@@ -29,7 +29,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_benchmark import DEFAULT_CACHE, SCENARIOS, run_method, score, simulate  # noqa: E402
+from run_benchmark import (  # noqa: E402
+    DEFAULT_CACHE,
+    SCENARIOS,
+    failure,
+    record,
+    run_method,
+    score,
+    simulate,
+)
 
 MODELS = ("b0", "avgdwi", "dti", "dki", "gp")
 
@@ -93,8 +101,7 @@ def run_one(scenario: str, model: str, anchor: str, opts: argparse.Namespace) ->
     )
     meas = result["measured"]
     if meas.returncode != 0:
-        tail = meas.stderr_tail.strip().splitlines()
-        result["error"] = (f"exit {meas.returncode}: " + (tail[-1] if tail else "")).replace("|", "/")[:200]
+        result["error"] = failure(meas)
         return result
     work = folder / "passes" / label / "dmriprep" / "work"
     result["per_pass"] = [
@@ -141,13 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
             raw.append(
                 {
-                    "scenario": scenario,
+                    **record(scenario, n_vol, result),
                     "model": model,
                     "anchor": anchor,
-                    "n_volumes": n_vol,
-                    "wall_time_s": result["measured"].wall_time,
-                    "peak_rss_bytes": result["measured"].peak_rss,
-                    "error": result.get("error"),
                     "per_pass": [
                         None if acc is None else {k: v for k, v in acc.items() if k != "per_volume"}
                         for acc in result.get("per_pass", [])

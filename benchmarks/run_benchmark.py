@@ -257,6 +257,23 @@ def score(bids: Path, result: dict) -> dict:
     )
 
 
+def failure(measured) -> str:
+    """One-line reason (for a table cell) why a run failed: its exit code and last stderr line."""
+    tail = measured.stderr_tail.strip().splitlines()
+    return (f"exit {measured.returncode}: " + (tail[-1] if tail else "")).replace("|", "/")[:200]
+
+
+def record(scenario: str, n_vol: int, result: dict) -> dict:
+    """The fields every raw JSON record of a run has."""
+    return {
+        "scenario": scenario,
+        "n_volumes": n_vol,
+        "wall_time_s": result["measured"].wall_time,
+        "peak_rss_bytes": result["measured"].peak_rss,
+        "error": result.get("error"),
+    }
+
+
 HEADER = (
     "| scenario | method | vols | median mean-disp err (mm) | max mean-disp err (mm) | RMSE (mm) "
     "| median rot err (deg) | median trans err (mm) | median b-vec err (deg) | wall (s) | s/vol "
@@ -323,22 +340,15 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as err:  # noqa: BLE001
                     res["error"] = f"cannot read outputs ({type(err).__name__}: {err})".replace("|", "/")
             else:
-                tail = res["measured"].stderr_tail.strip().splitlines()
-                res["error"] = (f"exit {res['measured'].returncode}: " + (tail[-1] if tail else "")).replace(
-                    "|", "/"
-                )[:200]
+                res["error"] = failure(res["measured"])
             line = row(scenario, method, n_vol, res)
             rows.append(line)
             print(line, flush=True)
             acc = res.get("acc") or {}
             raw.append(
                 {
-                    "scenario": scenario,
+                    **record(scenario, n_vol, res),
                     "method": method,
-                    "n_volumes": n_vol,
-                    "wall_time_s": res["measured"].wall_time,
-                    "peak_rss_bytes": res["measured"].peak_rss,
-                    "error": res.get("error"),
                     **{k: v for k, v in acc.items() if k not in ("per_volume", "n_volumes")},
                     "n_scored_volumes": acc.get("n_volumes"),
                     "per_volume_mean_disp": [
