@@ -236,7 +236,7 @@ def run_method(
 # ---------------------------------------------------------------------------------- scoring
 def score(bids: Path, result: dict) -> dict:
     """Accuracy of one method's outputs against the truth (``xfm``: ITK file or ``.npy`` array)."""
-    from dmriprep_motion.gradients import read_bvecs
+    from dmriprep_motion.gradients import read_bvecs, shell_labels
     from dmriprep_motion.motion import load_itk_series, mask_coordinates
     from dmriprep_motion.testing.metrics import accuracy
     from dmriprep_motion.testing.simulate import load_truth
@@ -251,6 +251,7 @@ def score(bids: Path, result: dict) -> dict:
         est,
         truth["xfm"],
         mask_coordinates(truth["mask"]),
+        groups=shell_labels(truth["bvals"]),
         est_bvecs=read_bvecs(bvec_file),
         true_bvecs=truth["head_bvecs"],
         affine=truth["mask"].affine,

@@ -37,7 +37,7 @@ def test_rows_match_the_header(tmp_path):
 
     mp = _load("models_and_passes")
     width = mp.header(3).count("|")
-    acc = {"median_mean_disp": 0.4, "median_mean_disp_offset_removed": 0.2, "max_mean_disp": 0.7,
+    acc = {"median_mean_disp": 0.4, mp.WITHIN: 0.2, "max_mean_disp": 0.7,
            "median_rot_err": 0.1, "median_bvec_err": 0.1}  # fmt: skip
     ok = {"measured": Measured(0, 100.0, 7e8, ""), "per_pass": [acc, None, acc], "final": acc}
     failed = {"measured": Measured(1, 5.0, 1e8, "boom"), "error": "exit 1: boom"}

@@ -250,3 +250,23 @@ def test_accuracy_separates_common_offset():
     assert acc["median_mean_disp"] > 0.25
     assert acc["common_offset_disp"] == pytest.approx(expected, rel=0.05)
     assert acc["median_mean_disp_offset_removed"] < 0.02
+
+
+def test_accuracy_removes_each_shell_offset():
+    """Shells tied to the b0 with different offsets: per-group removal leaves only the noise."""
+    rng = np.random.default_rng(1)
+    points = rng.uniform(-60, 60, size=(500, 3))
+    params = rng.uniform(-1, 1, size=(13, 6)) * [2, 2, 2, 0.03, 0.03, 0.03]
+    truth = np.stack([matrix_from_params(p) for p in params])
+    groups = np.array([0] + [1, 2] * 6)
+    offsets = {
+        1: matrix_from_params([0.4, 0, 0, 0, 0, 0]),
+        2: matrix_from_params([0, -0.5, 0.2, 0, 0.005, 0]),
+    }
+    estimated = np.stack([t @ offsets.get(g, np.eye(4)) for t, g in zip(truth, groups, strict=True)])
+    acc = accuracy(estimated, truth, points, groups=groups)
+    assert acc["median_mean_disp_offset_removed"] > 0.2  # one common offset cannot explain both
+    assert acc["median_mean_disp_group_offsets_removed"] < 1e-6
+    for label, offset in offsets.items():
+        expected = transform_errors(offset, np.eye(4), points)["mean_disp"][0]
+        assert acc["group_offsets_disp"][label] == pytest.approx(expected, rel=1e-6)

@@ -39,6 +39,7 @@ def accuracy(
     est_bvecs: np.ndarray | None = None,
     true_bvecs: np.ndarray | None = None,
     affine: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> dict:
     """Per-volume and per-run errors of estimated (N, 4, 4) transforms against the truth.
 
@@ -52,6 +53,9 @@ def accuracy(
         Volumes to score (default all but the reference, volume 0).
     est_bvecs, true_bvecs, affine : optional
         Output and head-frame FSL b-vectors, and the image affine, for the angular error.
+    groups : (N,) array of int, optional
+        A label per volume (e.g. its shell, :func:`dmriprep_motion.gradients.shell_labels`):
+        the common offset is then also removed per group (see below).
 
     Returns
     -------
@@ -62,7 +66,10 @@ def accuracy(
         ``median_rot_err``, ``rmse_rot_err``, ``median_trans_err``, ``rmse_trans_err``,
         ``median_bvec_err``, ``max_bvec_err``, ``n_volumes``; ``common_offset_disp`` (mm, mean
         displacement of the average residual transform: a frame bias shared by all volumes) and
-        ``median_mean_disp_offset_removed`` (the median error once that offset is removed).
+        ``median_mean_disp_offset_removed`` (the median error once that offset is removed);
+        with ``groups``, ``median_mean_disp_group_offsets_removed`` (each group's own common
+        offset removed: what is left is volume-to-volume error within a shell, free of how the
+        shells were tied to the b0) and ``group_offsets_disp`` (label → mm).
     """
     est = np.asarray(estimated, dtype=float).reshape(-1, 4, 4)
     tru = np.asarray(truth, dtype=float).reshape(-1, 4, 4)
@@ -83,13 +90,26 @@ def accuracy(
     # Common offset: the average residual ``truth⁻¹ @ estimate`` (a rigid frame difference
     # between the method's reference and the first b0, shared by all volumes).  Errors after
     # removing it separate a frame bias from volume-to-volume inaccuracy.
-    residuals = np.linalg.inv(tru[volumes]) @ est[volumes]
-    offset = np.eye(4)
-    offset[:3, :3] = polar_decomposition(residuals.mean(axis=0))[0]
-    offset[:3, 3] = residuals[:, :3, 3].mean(axis=0)
+    offset = _common_offset(est[volumes], tru[volumes])
     relative = transform_errors(est[volumes] @ np.linalg.inv(offset), tru[volumes], points)
     bvec = per["bvec_err"][np.isfinite(per["bvec_err"])]
+    extra = {}
+    if groups is not None:
+        labels = np.asarray(groups)[volumes]
+        removed, offsets = np.empty(volumes.size), {}
+        for label in np.unique(labels):
+            sel = labels == label
+            group_offset = _common_offset(est[volumes[sel]], tru[volumes[sel]])
+            offsets[int(label)] = float(transform_errors(group_offset, np.eye(4), points)["mean_disp"][0])
+            removed[sel] = transform_errors(
+                est[volumes[sel]] @ np.linalg.inv(group_offset), tru[volumes[sel]], points
+            )["mean_disp"]
+        extra = {
+            "median_mean_disp_group_offsets_removed": float(np.median(removed)),
+            "group_offsets_disp": offsets,
+        }
     return {
+        **extra,
         "per_volume": per,
         "n_volumes": int(volumes.size),
         "median_mean_disp": float(np.median(per["mean_disp"])),
@@ -105,6 +125,15 @@ def accuracy(
         "median_bvec_err": float(np.median(bvec)) if bvec.size else float("nan"),
         "max_bvec_err": float(bvec.max()) if bvec.size else float("nan"),
     }
+
+
+def _common_offset(estimated: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Rigid average of the residuals ``truth⁻¹ @ estimate`` (a frame bias shared by all of them)."""
+    residuals = np.linalg.inv(truth) @ estimated
+    offset = np.eye(4)
+    offset[:3, :3] = polar_decomposition(residuals.mean(axis=0))[0]
+    offset[:3, 3] = residuals[:, :3, 3].mean(axis=0)
+    return offset
 
 
 # ------------------------------------------------------------------------------- resources

@@ -626,10 +626,11 @@ def load_truth(paths_or_dir: str | Path, *, subject: str = "01", acquisition: st
     bids_dir = Path(paths_or_dir)
     stem = f"sub-{subject}" + (f"_acq-{acquisition}" if acquisition else "")
     truth_dir = bids_dir / "derivatives" / "truth" / f"sub-{subject}" / "dwi"
-    from dmriprep_motion.gradients import read_bvecs
+    from dmriprep_motion.gradients import read_bvals, read_bvecs
 
     return {
         "xfm": np.load(truth_dir / f"{stem}_desc-truth_xfm.npy"),
+        "bvals": read_bvals(truth_dir / f"{stem}_desc-headframe_dwi.bval"),
         "params": np.load(truth_dir / f"{stem}_desc-truth_motion.npy"),
         "head_bvecs": read_bvecs(truth_dir / f"{stem}_desc-headframe_dwi.bvec"),
         "mask": nb.load(truth_dir / f"{stem}_desc-brain_mask.nii.gz"),
