@@ -71,8 +71,7 @@ def row(scenario: str, model: str, n_vol: int, passes: int, result: dict) -> str
     if result.get("error"):
         return base + " – |" * (passes + 3) + tail + f" FAILED: {result['error']} |"
     cells = [
-        "–" if a is None else f"{a['median_mean_disp']:.3f} ({a[WITHIN]:.3f})"
-        for a in result["per_pass"]
+        "–" if a is None else f"{a['median_mean_disp']:.3f} ({a[WITHIN]:.3f})" for a in result["per_pass"]
     ]
     last = result["final"]
     return (
