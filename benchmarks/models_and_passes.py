@@ -84,33 +84,56 @@ def row(scenario: str, model: str, n_vol: int, passes: int, result: dict) -> str
     )
 
 
-def run_one(scenario: str, model: str, anchor: str, opts: argparse.Namespace) -> dict:
-    """Run one model with one shell anchor on one scenario and score each pass."""
-    folder = opts.work / scenario
-    bids = simulate(scenario, folder, opts.seed)
-    extra = ("--model", model, "--anchor", anchor, "--passes", str(opts.passes), "--tolerance", "0")
-    extra += ("--sloppy",) if opts.sloppy else ()
+def _folder(opts: argparse.Namespace, scenario: str, model: str, anchor: str) -> Path:
     label = model if anchor == "registration" else f"{model}-{anchor}"
-    result = run_method(
-        "dmriprep",
-        bids,
-        folder / "passes" / label,
-        nprocs=opts.nprocs,
-        cache=opts.cache_dir,
-        seed=opts.seed,
-        extra=extra,
-    )
-    meas = result["measured"]
-    if meas.returncode != 0:
-        result["error"] = failure(meas)
-        return result
-    work = folder / "passes" / label / "dmriprep" / "work"
+    return opts.work / scenario / "passes" / label
+
+
+def score_passes(bids: Path, folder: Path, result: dict, passes: int) -> dict:
+    """Add the per-pass and final accuracy of a finished run (``folder``: its method folder)."""
+    out = folder / "dmriprep"
+    dwi = out / "out" / "sub-01" / "dwi"
+    result.setdefault("xfm", dwi / "sub-01_from-orig_to-dwiref_mode-image_desc-hmc_xfm.txt")
+    result.setdefault("bvec", dwi / "sub-01_desc-preproc_dwi.bvec")
     result["per_pass"] = [
         None if path is None else score(bids, {**result, "xfm": path})
-        for path in pass_transforms(work, opts.passes)
+        for path in pass_transforms(out / "work", passes)
     ]
     result["final"] = score(bids, result)
     return result
+
+
+def run_one(scenario: str, model: str, anchor: str, opts: argparse.Namespace) -> dict:
+    """Run one model with one shell anchor on one scenario and score each pass."""
+    bids = simulate(scenario, opts.work / scenario, opts.seed)
+    extra = ("--model", model, "--anchor", anchor, "--passes", str(opts.passes), "--tolerance", "0")
+    extra += ("--sloppy",) if opts.sloppy else ()
+    folder = _folder(opts, scenario, model, anchor)
+    result = run_method(
+        "dmriprep", bids, folder, nprocs=opts.nprocs, cache=opts.cache_dir, seed=opts.seed, extra=extra
+    )
+    if result["measured"].returncode != 0:
+        result["error"] = failure(result["measured"])
+        return result
+    return score_passes(bids, folder, result, opts.passes)
+
+
+def rescore(opts: argparse.Namespace) -> list[tuple[str, str, str, dict]]:
+    """Re-score the runs listed in earlier JSON outputs from their folders (nothing is re-run)."""
+    from dmriprep_motion.testing.metrics import Measured
+
+    found = []
+    for path in opts.rescore:
+        for rec in json.loads(path.read_text()):
+            anchor = rec.get("anchor", "registration")
+            measured = Measured(1 if rec["error"] else 0, rec["wall_time_s"], rec["peak_rss_bytes"], "")
+            result = {"measured": measured, "error": rec["error"]}
+            if not rec["error"]:
+                bids = opts.work / rec["scenario"] / "bids"
+                folder = _folder(opts, rec["scenario"], rec["model"], anchor)
+                score_passes(bids, folder, result, opts.passes)
+            found.append((rec["scenario"], rec["model"], anchor, result))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--output", type=Path, default=None, help="write the table (.md) and raw JSON here")
+    parser.add_argument(
+        "--rescore", nargs="+", type=Path, default=None, metavar="JSON",
+        help="do not run: re-score the runs of these earlier --output JSON files with the current metrics",
+    )  # fmt: skip
     opts = parser.parse_args(argv)
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -139,25 +166,32 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(*lines, sep="\n", flush=True)
     raw = []
-    for scenario in opts.scenarios:
-        for model, anchor in ((m, a) for m in opts.models for a in opts.anchors):
-            result = run_one(scenario, model, anchor, opts)
-            bval = opts.work / scenario / "bids" / "sub-01" / "dwi" / "sub-01_dwi.bval"
-            n_vol = len(np.loadtxt(bval))
-            line = row(scenario, f"{model}, {anchor}", n_vol, opts.passes, result)
-            lines.append(line)
-            print(line, flush=True)
-            raw.append(
-                {
-                    **record(scenario, n_vol, result),
-                    "model": model,
-                    "anchor": anchor,
-                    "per_pass": [
-                        None if acc is None else {k: v for k, v in acc.items() if k != "per_volume"}
-                        for acc in result.get("per_pass", [])
-                    ],
-                }
-            )
+    if opts.rescore:
+        runs = rescore(opts)
+    else:
+        runs = (
+            (scenario, model, anchor, run_one(scenario, model, anchor, opts))
+            for scenario in opts.scenarios
+            for model in opts.models
+            for anchor in opts.anchors
+        )
+    for scenario, model, anchor, result in runs:
+        bval = opts.work / scenario / "bids" / "sub-01" / "dwi" / "sub-01_dwi.bval"
+        n_vol = len(np.loadtxt(bval))
+        line = row(scenario, f"{model}, {anchor}", n_vol, opts.passes, result)
+        lines.append(line)
+        print(line, flush=True)
+        raw.append(
+            {
+                **record(scenario, n_vol, result),
+                "model": model,
+                "anchor": anchor,
+                "per_pass": [
+                    None if acc is None else {k: v for k, v in acc.items() if k != "per_volume"}
+                    for acc in result.get("per_pass", [])
+                ],
+            }
+        )
     if opts.output is not None:
         opts.output.parent.mkdir(parents=True, exist_ok=True)
         opts.output.with_suffix(".md").write_text("\n".join(lines) + "\n")
