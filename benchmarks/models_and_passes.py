@@ -86,7 +86,7 @@ def row(scenario: str, model: str, n_vol: int, passes: int, result: dict) -> str
 
 def _folder(opts: argparse.Namespace, scenario: str, model: str, anchor: str) -> Path:
     label = model if anchor == "registration" else f"{model}-{anchor}"
-    return opts.work / scenario / "passes" / label
+    return opts.work / scenario / "passes" / (label if opts.sloppy else f"{label}-precise")
 
 
 def score_passes(bids: Path, folder: Path, result: dict, passes: int) -> dict:
