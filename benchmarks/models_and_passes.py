@@ -68,19 +68,21 @@ def row(scenario: str, model: str, n_vol: int, passes: int, result: dict) -> str
     base = f"| {scenario} | {model} | {n_vol} |"
     meas = result["measured"]
     tail = f" {meas.wall_time:.0f} | {meas.wall_time / n_vol:.2f} | {meas.peak_rss / 1e9:.2f} |"
-    if result.get("error"):
+    scored = [a for a in result.get("per_pass", []) if a is not None]
+    if result.get("error") and not scored:
         return base + " – |" * (passes + 3) + tail + f" FAILED: {result['error']} |"
     cells = [
         "–" if a is None else f"{a['median_mean_disp']:.3f} ({a[WITHIN]:.3f})" for a in result["per_pass"]
     ]
-    last = result["final"]
+    last = result.get("final") or scored[-1]
+    note = f"stopped after pass {len(scored)}: {result['error']}" if result.get("error") else ""
     return (
         base
         + " "
         + " | ".join(cells)
         + f" | {last['max_mean_disp']:.3f} | {last['median_rot_err']:.3f} | {last['median_bvec_err']:.2f} |"
         + tail
-        + " |"
+        + f" {note} |"
     )
 
 
@@ -95,11 +97,14 @@ def score_passes(bids: Path, folder: Path, result: dict, passes: int) -> dict:
     dwi = out / "out" / "sub-01" / "dwi"
     result.setdefault("xfm", dwi / "sub-01_from-orig_to-dwiref_mode-image_desc-hmc_xfm.txt")
     result.setdefault("bvec", dwi / "sub-01_desc-preproc_dwi.bvec")
+    if not Path(result["bvec"]).exists():  # stopped before writing outputs: score the input table
+        result["bvec"] = None
     result["per_pass"] = [
         None if path is None else score(bids, {**result, "xfm": path})
         for path in pass_transforms(out / "work", passes)
     ]
-    result["final"] = score(bids, result)
+    if Path(result["xfm"]).exists():  # a run stopped early has only its finished passes
+        result["final"] = score(bids, result)
     return result
 
 
@@ -128,7 +133,7 @@ def rescore(opts: argparse.Namespace) -> list[tuple[str, str, str, dict]]:
             anchor = rec.get("anchor", "registration")
             measured = Measured(1 if rec["error"] else 0, rec["wall_time_s"], rec["peak_rss_bytes"], "")
             result = {"measured": measured, "error": rec["error"]}
-            if not rec["error"]:
+            if not rec["error"] or rec["error"].startswith("exit 143"):  # finished, or stopped (SIGTERM)
                 bids = opts.work / rec["scenario"] / "bids"
                 folder = _folder(opts, rec["scenario"], rec["model"], anchor)
                 score_passes(bids, folder, result, opts.passes)
