@@ -65,6 +65,30 @@ def test_anchor_none_passes_through(tmp_path):
     assert np.allclose(_anchor(tmp_path, mats, [0, 1000, 1000], method="none"), mats)
 
 
+def test_auto_anchor_registers_low_shells_and_takes_the_median_of_high_ones(tmp_path):
+    """``auto``: the b=1000 shell gets its registration, the b=3000 shell its median correction."""
+    rng = np.random.default_rng(5)
+    bvals = [0] + [1000, 3000] * 7
+    mats = np.stack(
+        [np.eye(4)]
+        + [matrix_from_params(np.r_[rng.normal(0, 1, 3), rng.normal(0, 1, 3) * DEG]) for _ in range(14)]
+    )
+    registered = {1: matrix_from_params([0.4, -0.3, 0.2, 0, 0, 0]), 2: matrix_from_params([3, 0, 0, 0, 0, 0])}
+    for label, mat in registered.items():
+        write_itk(tmp_path / f"shell{label}.txt", mat)
+    np.save(tmp_path / "in.npy", mats)
+    (tmp_path / "b.bval").write_text(" ".join(str(b) for b in bvals))
+    node = AnchorShells(
+        in_ras=str(tmp_path / "in.npy"), in_bval=str(tmp_path / "b.bval"), method="auto",
+        shells=[1, 2], shell_xforms=[str(tmp_path / "shell1.txt"), str(tmp_path / "shell2.txt")],
+    )  # fmt: skip
+    out = np.load(node.run(cwd=str(tmp_path)).outputs.out_ras)
+    low, high = np.array(bvals) == 1000, np.array(bvals) == 3000
+    assert np.allclose(out[low], mats[low] @ registered[1])
+    assert np.allclose(np.median(motion_parameters(out[high]), axis=0), 0, atol=2e-3)  # not the 3 mm
+    assert np.allclose(out[0], np.eye(4))
+
+
 def test_convergence_check():
     assert CheckConvergence(tolerance=0.05).run().outputs.skip is False  # first pass
     assert CheckConvergence(tolerance=0.05, prev_change=0.01).run().outputs.skip is True

@@ -159,12 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     method.add_argument(
         "--anchor",
-        choices=["registration", "median", "none"],
-        default="registration",
+        choices=["auto", "registration", "median", "none"],
+        default="auto",
         help="how each shell's common position is tied to the b0 reference after every pass: "
         "registration of the shell's corrected mean to the b0 reference (mutual information, like "
-        "eddy's post-alignment of shells; default), median motion = 0 (assumes most volumes did "
-        "not move relative to the b0), or none",
+        "eddy's post-alignment of shells), median motion = 0 (assumes most volumes did not move "
+        "relative to the b0), auto (default: registration for shells up to b=1500, median above, "
+        "where the b0 and the shell share too little contrast to register reliably), or none",
     )
     method.add_argument(
         "--outlier-threshold",

@@ -28,7 +28,7 @@ class Settings:
     passes: int = 3
     tolerance: float = 0.05
     relaxation: float = 0.5
-    anchor: str = "registration"
+    anchor: str = "auto"
     outlier_threshold: float = 4.0
     exclude_outliers: bool = False
     b0_threshold: float = 50.0

@@ -34,6 +34,16 @@ _MODEL_DESC = {
         "hyper-parameters chosen by closed-form leave-one-out error, in the spirit of FSL eddy)"
     ),
 }
+_ANCHOR_DESC = {
+    "registration": "After each pass, the corrected mean of each shell was registered to the b0 "
+    "reference (rigid, mutual information) to tie the shell's common position to it. ",
+    "median": "After each pass, the common position of each shell was tied to the b0 reference "
+    "by setting the shell's median motion to zero. ",
+    "auto": "After each pass, the common position of each shell was tied to the b0 reference: "
+    "by registering the shell's corrected mean to it (rigid, mutual information) for shells up "
+    "to b=1500 s/mm², and by setting the shell's median motion to zero for higher shells. ",
+    "none": "",
+}
 
 
 def init_dwi_motion_wf(
@@ -41,7 +51,7 @@ def init_dwi_motion_wf(
     model: str = "gp",
     transform: str = "Rigid",
     passes: int = 3,
-    anchor: str = "registration",
+    anchor: str = "auto",
     tolerance: float = 0.05,
     relaxation: float = 0.5,
     outlier_threshold: float = 4.0,
@@ -66,10 +76,11 @@ def init_dwi_motion_wf(
         Transform estimated for diffusion-weighted volumes (b0s are always rigid).
     passes : int
         Unrolled estimation passes; each starts from the previous one's transforms.
-    anchor : {"median", "registration", "none"}
+    anchor : {"auto", "registration", "median", "none"}
         How the common position of each shell is tied to the b0 reference after
-        each pass: its median motion is zero (default, robust), registration of
-        the shell mean to the b0 reference (mutual information), or not at all.
+        each pass: registration of the shell mean to the b0 reference (mutual
+        information), its median motion is zero (robust, deterministic), ``auto``
+        (default: registration for shells up to b=1500, median above), or not at all.
     tolerance : float
         Stop early (skip the registrations of later passes) once a pass changes
         no transform by more than this many mm (mean over the brain); 0 never.
@@ -128,7 +139,9 @@ def init_dwi_motion_wf(
         f"and registered to its prediction with a {transform.lower()} transform "
         f"(`antsRegistration`, ANTs [@ants]). Estimation was repeated for {passes} pass(es), "
         "each pass fitting the model to the series moved by the previous pass's estimates and "
-        "starting the registrations from them. b-vectors were rotated by the estimated "
+        "starting the registrations from them. "
+        f"{_ANCHOR_DESC['none' if model == 'b0' else anchor]}"
+        "b-vectors were rotated by the estimated "
         "rotations, and each volume was resampled once onto the native grid of the b0 "
         "reference (cubic B-spline), keeping all volumes in their acquired order."
     )

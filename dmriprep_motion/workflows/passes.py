@@ -31,7 +31,7 @@ def init_hmc_pass_wf(
     pass_index: int,
     model: str,
     settings: str | Path,
-    anchor: str = "registration",
+    anchor: str = "auto",
     transform: str = "Rigid",
     relaxation: float = 1.0,
     anchor_settings: str | Path | None = None,
@@ -59,7 +59,7 @@ def init_hmc_pass_wf(
         Signal model (see :mod:`dmriprep_motion.models`).
     settings : path
         ANTs JSON settings for the volume-to-prediction registrations.
-    anchor : {"median", "registration", "none"}
+    anchor : {"auto", "registration", "median", "none"}
         How each shell's common position is tied to the b0 reference (see
         :class:`~dmriprep_motion.interfaces.transforms.AnchorShells`).
     relaxation : float
@@ -67,7 +67,7 @@ def init_hmc_pass_wf(
         (1 takes the new estimates; less damps oscillations between passes).
     anchor_settings : path or None
         ANTs JSON settings registering the b0 reference to each shell's
-        corrected mean (``anchor="registration"`` only).
+        corrected mean (``anchor="registration"`` or ``"auto"`` only).
     tolerance : float
         When the previous pass changed no transform by more than this (mm, mean
         over the brain), the registrations of this pass are skipped.
@@ -156,9 +156,9 @@ def init_hmc_pass_wf(
     # fmt: on
     if exclude_outliers:
         workflow.connect([(outliers, predict, [("exclude", "exclude")])])
-    if anchor == "registration":
+    if anchor in ("registration", "auto"):
         if anchor_settings is None:
-            raise ValueError("anchor='registration' needs anchor_settings")
+            raise ValueError(f"anchor={anchor!r} needs anchor_settings")
         shell_means = pe.Node(ShellMeans(b0_threshold=b0_threshold), name="shell_means", mem_gb=mem_gb)
         align_shells = init_registration_node(
             name="align_shells",
