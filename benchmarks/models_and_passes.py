@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", default=["real-moderate"], choices=sorted(SCENARIOS))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument(
-        "--anchors", nargs="+", default=["registration"], choices=["registration", "median"],
+        "--anchors", nargs="+", default=["auto"], choices=["auto", "registration", "median"],
         help="shell anchors (--anchor) to run every model with",
     )  # fmt: skip
     parser.add_argument("--passes", type=int, default=4)
