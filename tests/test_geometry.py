@@ -27,7 +27,7 @@ MOTIONS = {
 #: covered by test_recovery.py).
 VARIANTS = ("rasAniso", "obliqueQform")
 # Baseline and injected runs are compared, so the shells are anchored deterministically (median):
-# on ds-xa30's b=2500 data the cross-contrast default anchor varies by 0.5-1 mm between runs
+# on ds-xa30's b=2500 data the cross-contrast registration anchor varies by 0.5-1 mm between runs
 # (see tests/conftest.py::E2E_ARGS); geometry errors, if any, would be several mm.
 ARGS = ["--sloppy", "--passes", "2", "--anchor", "median", "--nprocs", "2", "--seed", "11",
         "--skip-bids-validation"]  # fmt: skip
