@@ -147,7 +147,7 @@ class _DipyModel(LeaveOneOutModel):
     min_directions = 6
     min_shells = 1
 
-    def __init__(self, b0_threshold: float = 50.0, fit_method: str = "WLS") -> None:
+    def __init__(self, b0_threshold: float = 50.0, fit_method: str = "OLS") -> None:
         super().__init__(b0_threshold)
         self.fit_method = fit_method
 
@@ -170,9 +170,36 @@ class _DipyModel(LeaveOneOutModel):
     def _model(self, gtab):
         """Build the DIPY model for a gradient table."""
 
+    @abstractmethod
+    def _design(self, gtab) -> np.ndarray:
+        """DIPY's design matrix of the log-signal (one row per volume)."""
+
     def _predict(self, data, bvals, bvecs, target, train):
         self.check(bvals[train | (np.arange(bvals.size) == target)], bvecs)
         fallback = self._shell_mean(data, bvals, target, train)
+        if self.fit_method == "OLS":
+            return self._predict_closed_form(data, bvals, bvecs, target, train, fallback)
+        return self._predict_dipy(data, bvals, bvecs, target, train, fallback)
+
+    def _predict_closed_form(self, data, bvals, bvecs, target, train, fallback):
+        """Least squares on the log-signal: the prediction is one fixed combination of the rows.
+
+        With design ``X`` and training rows ``T``, the fitted log-signal of the target is
+        ``X[target] @ pinv(X[T]) @ log S[T]``: a weight per training volume, the same for every
+        voxel (a row of the hat matrix), so the cost is one small pseudo-inverse per target.
+        """
+        design = self._design(_gtab(bvals, bvecs, self.b0_threshold))
+        rows = np.flatnonzero(train)
+        weights = design[target] @ np.linalg.pinv(design[rows])
+        signal = np.asarray(data[:, rows], dtype=np.float64)
+        floor = max(1e-3 * float(signal.mean()), np.finfo(np.float32).tiny)
+        with np.errstate(all="ignore"):
+            pred = np.exp(np.log(np.maximum(signal, floor)) @ weights)
+        # A voxel whose log-linear fit extrapolates wildly keeps the range of its own signal.
+        return _finalize(np.minimum(pred, 1.5 * signal.max(axis=1)), fallback)
+
+    def _predict_dipy(self, data, bvals, bvecs, target, train, fallback):
+        """DIPY's (iterative) fit on the training volumes, chunk by chunk."""
         train_gtab = _gtab(bvals[train], bvecs[train], self.b0_threshold)
         target_gtab = _gtab(bvals[[target]], bvecs[[target]], self.b0_threshold)
         model = self._model(train_gtab)
@@ -190,10 +217,15 @@ class _DipyModel(LeaveOneOutModel):
 
 
 class DTIModel(_DipyModel):
-    """Diffusion tensor (DIPY, weighted least squares)."""
+    """Diffusion tensor: log-linear least squares in closed form (DIPY's WLS with ``fit_method="WLS"``)."""
 
     name = "dti"
     min_directions = 6
+
+    def _design(self, gtab):
+        from dipy.reconst.dti import design_matrix
+
+        return design_matrix(gtab)
 
     def _model(self, gtab):
         from dipy.reconst.dti import TensorModel
@@ -202,11 +234,16 @@ class DTIModel(_DipyModel):
 
 
 class DKIModel(_DipyModel):
-    """Diffusion kurtosis (DIPY, weighted least squares); multi-shell only."""
+    """Diffusion kurtosis, log-linear least squares in closed form; multi-shell only."""
 
     name = "dki"
     min_directions = 15
     min_shells = 2
+
+    def _design(self, gtab):
+        from dipy.reconst.dki import design_matrix
+
+        return design_matrix(gtab)
 
     def _model(self, gtab):
         from dipy.reconst.dki import DiffusionKurtosisModel

@@ -27,8 +27,8 @@ REPORT_OUTPUTS = ["dwi_orig", "bvec_orig", "dwi_indices", "pass_volume_changes"]
 _MODEL_DESC = {
     "b0": "the b0 reference",
     "avgdwi": "the average of the other volumes of the same shell",
-    "dti": "a diffusion tensor model (DIPY, weighted least squares)",
-    "dki": "a diffusion kurtosis model (DIPY, weighted least squares)",
+    "dti": "a diffusion tensor model (log-linear least squares, DIPY's design matrix)",
+    "dki": "a diffusion kurtosis model (log-linear least squares, DIPY's design matrix)",
     "gp": (
         "a Gaussian process over gradient directions and b-values (spherical covariance, "
         "hyper-parameters chosen by closed-form leave-one-out error, in the spirit of FSL eddy)"
