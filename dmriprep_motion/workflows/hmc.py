@@ -11,6 +11,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 from dmriprep_motion.data import registration_preset
 from dmriprep_motion.interfaces.confounds import MotionConfounds
 from dmriprep_motion.interfaces.dwi import ResampleSeries, VolumeSimilarity
+from dmriprep_motion.interfaces.transforms import AUTO_MAX_BVAL
 from dmriprep_motion.models import MODEL_NAMES
 from dmriprep_motion.workflows.passes import PASS_INPUTS, init_hmc_pass_wf
 from dmriprep_motion.workflows.reference import init_dwi_reference_wf
@@ -41,7 +42,8 @@ _ANCHOR_DESC = {
     "by setting the shell's median motion to zero. ",
     "auto": "After each pass, the common position of each shell was tied to the b0 reference: "
     "by registering the shell's corrected mean to it (rigid, mutual information) for shells up "
-    "to b=1500 s/mm², and by setting the shell's median motion to zero for higher shells. ",
+    f"to b={AUTO_MAX_BVAL:.0f} s/mm², and by setting the shell's median motion to zero for "
+    "higher shells. ",
     "none": "",
 }
 
@@ -131,6 +133,8 @@ def init_dwi_motion_wf(
     if passes < 1:
         raise ValueError("passes must be >= 1")
     settings = registration_config or registration_preset("dwi", transform, sloppy)
+    # Registering to the b0 reference already places the volumes in its frame.
+    shell_anchor = "none" if model == "b0" else anchor
 
     workflow = Workflow(name=name)
     workflow.__desc__ = (  # a paragraph of its own in the boilerplate
@@ -140,7 +144,7 @@ def init_dwi_motion_wf(
         f"(`antsRegistration`, ANTs [@ants]). Estimation was repeated for {passes} pass(es), "
         "each pass fitting the model to the series moved by the previous pass's estimates and "
         "starting the registrations from them. "
-        f"{_ANCHOR_DESC['none' if model == 'b0' else anchor]}"
+        f"{_ANCHOR_DESC[shell_anchor]}"
         "b-vectors were rotated by the estimated "
         "rotations, and each volume was resampled once onto the native grid of the b0 "
         "reference (cubic B-spline), keeping all volumes in their acquired order."
@@ -173,7 +177,7 @@ def init_dwi_motion_wf(
             pass_index=index,
             model=model,
             settings=settings,
-            anchor="none" if model == "b0" else anchor,
+            anchor=shell_anchor,
             transform=transform,
             relaxation=1.0 if index == 1 else relaxation,
             anchor_settings=registration_preset("shell", "Rigid", sloppy),
