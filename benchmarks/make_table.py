@@ -19,30 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_benchmark import DEFAULT_CACHE, score  # noqa: E402
+from run_benchmark import DEFAULT_CACHE, outputs, score  # noqa: E402
 
 HEADER = (
     "| scenario | method | vols | median mean-disp err (mm) | max mean-disp err (mm) | RMSE (mm) "
     "| common offset (mm) | median err, offset removed (mm) | median rot err (deg) | median trans err (mm) "
     "| median b-vec err (deg) | wall (s) | s/vol | peak RSS (GB) | note |"
 )
-
-
-def outputs(method: str, folder: Path) -> dict:
-    """Paths of a method's transforms and b-vectors (see run_benchmark.run_method)."""
-    out = folder / method
-    if method.startswith("dmriprep"):
-        d = out / "out" / "sub-01" / "dwi"
-        return {
-            "xfm": d / "sub-01_from-orig_to-dwiref_mode-image_desc-hmc_xfm.txt",
-            "bvec": d / "sub-01_desc-preproc_dwi.bvec",
-            "rotates_bvecs": True,
-        }
-    if method == "dipy":
-        return {"xfm": out / "dipy_xfm.npy", "bvec": out / "dipy.bvec", "rotates_bvecs": False}
-    if method == "identity":
-        return {"xfm": out / "identity_xfm.npy", "bvec": None, "rotates_bvecs": False}
-    return {"xfm": out / "nifreeze_xfm.npy", "bvec": None, "rotates_bvecs": False}
 
 
 def main(argv: list[str] | None = None) -> int:

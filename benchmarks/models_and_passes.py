@@ -33,6 +33,7 @@ from run_benchmark import (  # noqa: E402
     DEFAULT_CACHE,
     SCENARIOS,
     failure,
+    outputs,
     record,
     run_method,
     score,
@@ -93,15 +94,12 @@ def _folder(opts: argparse.Namespace, scenario: str, model: str, anchor: str) ->
 
 def score_passes(bids: Path, folder: Path, result: dict, passes: int) -> dict:
     """Add the per-pass and final accuracy of a finished run (``folder``: its method folder)."""
-    out = folder / "dmriprep"
-    dwi = out / "out" / "sub-01" / "dwi"
-    result.setdefault("xfm", dwi / "sub-01_from-orig_to-dwiref_mode-image_desc-hmc_xfm.txt")
-    result.setdefault("bvec", dwi / "sub-01_desc-preproc_dwi.bvec")
+    result = {**outputs("dmriprep", folder), **result}
     if not Path(result["bvec"]).exists():  # stopped before writing outputs: score the input table
         result["bvec"] = None
     result["per_pass"] = [
         None if path is None else score(bids, {**result, "xfm": path})
-        for path in pass_transforms(out / "work", passes)
+        for path in pass_transforms(folder / "dmriprep" / "work", passes)
     ]
     if Path(result["xfm"]).exists():  # a run stopped early has only its finished passes
         result["final"] = score(bids, result)
@@ -136,7 +134,7 @@ def rescore(opts: argparse.Namespace) -> list[tuple[str, str, str, dict]]:
             if not rec["error"] or rec["error"].startswith("exit 143"):  # finished, or stopped (SIGTERM)
                 bids = opts.work / rec["scenario"] / "bids"
                 folder = _folder(opts, rec["scenario"], rec["model"], anchor)
-                score_passes(bids, folder, result, opts.passes)
+                result = score_passes(bids, folder, result, opts.passes)
             found.append((rec["scenario"], rec["model"], anchor, result))
     return found
 

@@ -111,6 +111,23 @@ def _env() -> dict:
     return env
 
 
+def outputs(method: str, folder: Path) -> dict:
+    """Paths of the transforms and b-vectors a method writes under ``folder / method``."""
+    out = folder / method
+    if method.startswith("dmriprep"):
+        d = out / "out" / "sub-01" / "dwi"
+        return {
+            "xfm": d / "sub-01_from-orig_to-dwiref_mode-image_desc-hmc_xfm.txt",
+            "bvec": d / "sub-01_desc-preproc_dwi.bvec",
+            "rotates_bvecs": True,
+        }
+    if method == "dipy":
+        return {"xfm": out / "dipy_xfm.npy", "bvec": out / "dipy.bvec", "rotates_bvecs": False}
+    if method == "identity":
+        return {"xfm": out / "identity_xfm.npy", "bvec": None, "rotates_bvecs": False}
+    return {"xfm": out / "nifreeze_xfm.npy", "bvec": None, "rotates_bvecs": False}
+
+
 def run_method(
     method: str, bids: Path, folder: Path, *, nprocs: int, cache: Path, seed: int, extra: tuple = ()
 ) -> dict:
@@ -147,12 +164,7 @@ def run_method(
             *extra,
         ]
         res = run_measured(cmd, env=env, log=log)
-        d = out / "out" / "sub-01" / "dwi"
-        xfm, bvec = (
-            d / f"{truth_stem}_from-orig_to-dwiref_mode-image_desc-hmc_xfm.txt",
-            (d / f"{truth_stem}_desc-preproc_dwi.bvec"),
-        )
-        return {"measured": res, "xfm": xfm, "bvec": bvec, "rotates_bvecs": True}
+        return {"measured": res, **outputs(method, folder)}
     if method == "identity":
         n_vol = len(np.loadtxt(f"{dwi}.bval"))
         np.save(out / "identity_xfm.npy", np.tile(np.eye(4), (n_vol, 1, 1)))
