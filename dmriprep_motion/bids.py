@@ -28,6 +28,7 @@ DERIVATIVE_SUFFIXES = {
     "confounds_json": "desc-confounds_timeseries.json",
     "xforms": "from-orig_to-dwiref_mode-image_desc-hmc_xfm.txt",
     "qc": "desc-qc_dwi.tsv",
+    "qc_json": "desc-qc_dwi.json",
 }
 
 #: Files of the derivatives that the BIDS validator does not know.  Folders are given
@@ -43,6 +44,7 @@ sub-*/figures
 *_desc-confounds_timeseries.tsv
 *_desc-confounds_timeseries.json
 *_desc-qc_dwi.tsv
+*_desc-qc_dwi.json
 *_desc-preproc_dwi.bval
 *_desc-preproc_dwi.bvec
 """

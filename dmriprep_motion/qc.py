@@ -21,17 +21,67 @@ from dmriprep_motion.outliers import robust_location
 #: (the pipeline's ``--outlier-threshold`` default).
 OUTLIER_Z = 4.0
 
-#: QC metrics, in the column order of ``..._desc-qc_dwi.tsv``, with their descriptions.
-QC_FIELDS = {
-    "volumes": "Number of volumes in the series.",
-    "fd_mean_mm": "Mean framewise displacement (mm).",
-    "fd_max_mm": "Maximum framewise displacement (mm).",
-    "translation_max_mm": "Largest absolute translation along any axis (mm).",
-    "rotation_max_deg": "Largest absolute rotation about any axis (degrees).",
-    "outliers": "Number of volumes flagged as outliers.",
-    "outliers_percent": "Percentage of volumes flagged as outliers.",
-    "similarity_mean": "Mean correlation between corrected volumes and their registration targets.",
+#: QC metrics, in the column order of ``..._desc-qc_dwi.tsv``: the one table from which
+#: the TSV header, its JSON sidecar (:func:`qc_sidecar`) and the documentation are
+#: generated. ``LongName``, ``Description`` and ``Units`` are BIDS column keys.
+QC_COLUMNS: dict[str, dict[str, str]] = {
+    "volumes": {
+        "LongName": "number of volumes",
+        "Description": "Number of volumes in the series.",
+        "Units": "unitless",
+    },
+    "fd_mean_mm": {
+        "LongName": "mean framewise displacement",
+        "Description": "Mean framewise displacement (FD) over the volumes that have a predecessor "
+        "(FD column of the confounds table).",
+        "Units": "mm",
+    },
+    "fd_max_mm": {
+        "LongName": "maximum framewise displacement",
+        "Description": "Maximum framewise displacement.",
+        "Units": "mm",
+    },
+    "translation_max_mm": {
+        "LongName": "largest translation",
+        "Description": "Largest absolute translation along any axis (trans_x, trans_y, trans_z).",
+        "Units": "mm",
+    },
+    "rotation_max_deg": {
+        "LongName": "largest rotation",
+        "Description": "Largest absolute rotation about any axis (rot_x, rot_y, rot_z, in degrees).",
+        "Units": "deg",
+    },
+    "outliers": {
+        "LongName": "number of outlier volumes",
+        "Description": "Number of volumes flagged as outliers (outlier column of the confounds table).",
+        "Units": "unitless",
+    },
+    "outliers_percent": {
+        "LongName": "percentage of outlier volumes",
+        "Description": "Percentage of the volumes flagged as outliers.",
+        "Units": "%",
+    },
+    "similarity_mean": {
+        "LongName": "mean similarity to the registration targets",
+        "Description": "Mean Pearson correlation, inside the brain mask, between the corrected volumes "
+        "and their registration targets (similarity column of the confounds table).",
+        "Units": "arbitrary",
+    },
 }
+
+#: QC metrics, in the column order of ``..._desc-qc_dwi.tsv``, with their descriptions.
+QC_FIELDS = {name: meta["Description"] for name, meta in QC_COLUMNS.items()}
+
+
+def qc_sidecar() -> dict[str, dict[str, str]]:
+    """BIDS JSON sidecar of ``..._desc-qc_dwi.tsv``: ``LongName``, ``Description``, ``Units`` per column.
+
+    Returns
+    -------
+    dict
+        A copy of :data:`QC_COLUMNS` (safe to modify).
+    """
+    return {name: dict(meta) for name, meta in QC_COLUMNS.items()}
 
 
 def read_confounds(path: str | Path) -> dict[str, np.ndarray]:

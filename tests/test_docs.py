@@ -36,6 +36,17 @@ def test_confounds_table_is_generated_from_column_metadata(generated):
     assert extra and all(f"``{c}``" in affine and f"``{c}``" not in rigid for c in extra)
 
 
+def test_qc_table_is_generated_from_qc_columns(generated):
+    from dmriprep_motion.qc import QC_COLUMNS
+
+    text = (generated / "qc.rst.inc").read_text()
+    for column, meta in QC_COLUMNS.items():
+        row = re.search(rf"\* - ``{column}``\n\s+- (.+)\n\s+- (.+)\n", text)
+        assert row, column
+        assert row.group(1) == meta["Units"]
+        assert row.group(2).replace("\\", "") == meta["Description"]
+
+
 def test_boilerplate_comes_from_visit_desc(generated):
     text = (generated / "boilerplate.rst.inc").read_text()
     assert text.startswith(".. code-block:: markdown\n")
@@ -96,6 +107,7 @@ def test_outputs_page_lists_every_derivative():
     for name in ("sub-<label>.html", "logs/CITATION.md", "dataset_description.json", ".bidsignore"):
         assert f"``{name}``" in text
     assert ".. include:: _generated/confounds.rst.inc" in text
+    assert ".. include:: _generated/qc.rst.inc" in text
 
 
 def test_every_page_is_in_the_toctree():
@@ -132,6 +144,7 @@ def test_docs_build_without_graphviz(tmp_path):
     outputs = _text(out / "outputs.html")
     for column in ("trans_x", "rot_z", "framewise_displacement", "similarity", "bval", "shear_yz"):
         assert column in outputs
+    assert "Columns of every QC table" in outputs and "Mean Pearson correlation" in outputs
     assert "Head motion was estimated" in _text(out / "method.html")
     assert "sbatch_args" in _text(out / "hpc.html") and "qsub_args" in _text(out / "hpc.html")
     assert "def init_parent_wf" in _text(out / "embedding.html")

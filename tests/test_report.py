@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dmriprep_motion.qc import QC_FIELDS, flag_outliers, qc_metrics, qc_tsv, read_confounds
+from dmriprep_motion.qc import (
+    QC_COLUMNS,
+    QC_FIELDS,
+    flag_outliers,
+    qc_metrics,
+    qc_sidecar,
+    qc_tsv,
+    read_confounds,
+)
 from dmriprep_motion.reports import plotting
 from dmriprep_motion.reports.assemble import local_references, write_subject_report
 from dmriprep_motion.workflows.reports import REPORTLETS
@@ -78,6 +86,49 @@ def test_qc_tsv_is_one_row_with_bids_na():
     header, row = text.splitlines()
     assert header.split("\t") == ["volumes", "fd_mean_mm", "similarity_mean"]
     assert row.split("\t") == ["3", "0.5", "n/a"]
+
+
+def test_qc_sidecar_describes_every_column():
+    """One table (qc.QC_COLUMNS) gives the TSV columns, their order and their JSON description."""
+    sidecar = qc_sidecar()
+    assert list(sidecar) == list(QC_FIELDS) == list(qc_metrics(_confounds()))
+    for name, meta in sidecar.items():
+        assert set(meta) == {"LongName", "Description", "Units"}, name
+        assert all(isinstance(v, str) and v for v in meta.values()), name
+        assert meta["Description"] == QC_FIELDS[name]
+    sidecar["volumes"]["Units"] = "changed"  # a copy: the table itself is untouched
+    assert QC_COLUMNS["volumes"]["Units"] == "unitless"
+    units = {name: meta["Units"] for name, meta in QC_COLUMNS.items()}
+    assert units["fd_mean_mm"] == units["translation_max_mm"] == "mm" and units["rotation_max_deg"] == "deg"
+
+
+def test_export_writes_qc_table_and_its_sidecar(tmp_path):
+    """ExportDerivatives writes <stem>_desc-qc_dwi.tsv and .json (atomically, no temporary left)."""
+    from dmriprep_motion.bids import DERIVATIVE_SUFFIXES
+    from dmriprep_motion.interfaces.bids import ExportDerivatives
+
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {}
+    for key in ("dwi", "bval", "bvec", "dwiref", "mask", "confounds", "confounds_json", "xforms"):
+        files[key] = src / f"{key}.dat"
+        files[key].write_text(key)
+    qc = qc_metrics(_confounds())
+    out = tmp_path / "out"
+    result = ExportDerivatives(output_dir=str(out), reldir="sub-01/dwi", stem="sub-01_dir-AP",
+                               metadata={"SkullStripped": False}, qc=qc,
+                               **{k: str(v) for k, v in files.items()}).run()  # fmt: skip
+    folder = out / "sub-01" / "dwi"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"sub-01_dir-AP_{suffix}" for suffix in DERIVATIVE_SUFFIXES.values()
+    )  # every derivative, nothing else (no temporary file)
+    assert {str(folder / f"sub-01_dir-AP_{s}") for s in DERIVATIVE_SUFFIXES.values()} == set(
+        result.outputs.out_files
+    )
+    header = (folder / "sub-01_dir-AP_desc-qc_dwi.tsv").read_text().splitlines()[0].split("\t")
+    sidecar = json.loads((folder / "sub-01_dir-AP_desc-qc_dwi.json").read_text())
+    assert list(sidecar) == header and sidecar == qc_sidecar()
+    assert json.loads((folder / "sub-01_dir-AP_desc-preproc_dwi.json").read_text())["QC"] == qc
 
 
 # ------------------------------------------------------------- reportlets (pure)
@@ -218,6 +269,8 @@ def test_qc_tsv_and_sidecar(xa30_run, stem):
     assert not rest
     tsv = dict(zip(header.split("\t"), row.split("\t"), strict=True))
     assert list(tsv) == list(QC_FIELDS)
+    columns = json.loads((folder / f"{stem}_desc-qc_dwi.json").read_text())
+    assert list(columns) == list(tsv) and columns == qc_sidecar()  # every column described
     sidecar = json.loads((folder / f"{stem}_desc-preproc_dwi.json").read_text())
     assert set(sidecar["QC"]) == set(QC_FIELDS)
     for key, value in sidecar["QC"].items():

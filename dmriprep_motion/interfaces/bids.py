@@ -16,7 +16,7 @@ from nipype.interfaces.base import (
 )
 
 from dmriprep_motion.bids import DERIVATIVE_SUFFIXES, atomic_copy, atomic_write_text
-from dmriprep_motion.qc import qc_tsv
+from dmriprep_motion.qc import qc_sidecar, qc_tsv
 
 #: Written first; the preprocessed series and its sidecar come last, so their
 #: presence means the run's derivatives are complete.
@@ -36,7 +36,7 @@ class _ExportInputSpec(BaseInterfaceInputSpec):
     confounds_json = File(exists=True, mandatory=True, desc="confounds JSON")
     xforms = File(exists=True, mandatory=True, desc="ITK transforms, one per volume")
     metadata = traits.Dict(desc="sidecar of the preprocessed series")
-    qc = traits.Dict(desc="QC metrics added to the sidecar")
+    qc = traits.Dict(desc="QC metrics: written as <stem>_desc-qc_dwi.tsv (+ .json) and added to the sidecar")
 
 
 class _ExportOutputSpec(TraitedSpec):
@@ -61,7 +61,9 @@ class ExportDerivatives(SimpleInterface):
             meta["QC"] = dict(self.inputs.qc)
             qc_file = folder / f"{self.inputs.stem}_{DERIVATIVE_SUFFIXES['qc']}"
             atomic_write_text(qc_file, qc_tsv(meta["QC"]))
-            written.insert(0, str(qc_file))
+            qc_json = folder / f"{self.inputs.stem}_{DERIVATIVE_SUFFIXES['qc_json']}"
+            atomic_write_text(qc_json, json.dumps(qc_sidecar(), indent=2) + "\n")
+            written[:0] = [str(qc_file), str(qc_json)]
         sidecar = folder / f"{self.inputs.stem}_{DERIVATIVE_SUFFIXES['sidecar']}"
         atomic_write_text(sidecar, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
         written.append(str(sidecar))

@@ -4,6 +4,8 @@ At ``builder-inited`` it writes, into ``docs/_generated/`` (not versioned):
 
 ``confounds.rst.inc``
     Tables of the confounds columns, from :func:`dmriprep_motion.confounds.column_metadata`.
+``qc.rst.inc``
+    Table of the QC metrics, from :data:`dmriprep_motion.qc.QC_COLUMNS`.
 ``boilerplate.rst.inc``
     The methods text of a default run, from the workflow's ``visit_desc()``.
 ``workflow.dot`` and ``workflow.rst.inc``
@@ -59,6 +61,14 @@ def confounds_tables() -> str:
             "Extra columns with ``--transform Affine``", ["column", "units", "meaning"], extra, "18 10 72"
         )
     )
+
+
+def qc_table() -> str:
+    """Columns of the QC table (``<stem>_desc-qc_dwi.tsv``) with units and meaning."""
+    from dmriprep_motion.qc import QC_COLUMNS
+
+    rows = [[f"``{c}``", _escape(m["Units"]), _escape(m["Description"])] for c, m in QC_COLUMNS.items()]
+    return _list_table("Columns of every QC table", ["column", "units", "meaning"], rows, "22 10 68")
 
 
 def default_workflow(passes: int = 2):
@@ -150,6 +160,7 @@ def generate(srcdir: Path, dot_available: bool | None = None) -> Path:
     os.environ["COLUMNS"] = "100"  # stable --help wrapping
     files = {
         "confounds.rst.inc": confounds_tables(),
+        "qc.rst.inc": qc_table(),
         "boilerplate.rst.inc": boilerplate(),
         "workflow.rst.inc": workflow_graph(folder, dot_available),
         "usage.txt": build_parser().format_help(),
