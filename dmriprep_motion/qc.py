@@ -22,8 +22,8 @@ from dmriprep_motion.outliers import robust_location
 OUTLIER_Z = 4.0
 
 #: QC metrics, in the column order of ``..._desc-qc_dwi.tsv``: the one table from which
-#: the TSV header, its JSON sidecar (:func:`qc_sidecar`) and the documentation are
-#: generated. ``LongName``, ``Description`` and ``Units`` are BIDS column keys.
+#: the TSV header, its JSON sidecar (:func:`qc_sidecar`), the documentation and the methods
+#: text are generated. ``LongName``, ``Description`` and ``Units`` are BIDS column keys.
 QC_COLUMNS: dict[str, dict[str, str]] = {
     "volumes": {
         "LongName": "number of volumes",

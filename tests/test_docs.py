@@ -56,7 +56,7 @@ def test_boilerplate_comes_from_visit_desc(generated):
     # Each workflow's text is its own paragraph (no "sentence.Next" glued together).
     assert not re.search(r"[a-z]\.[A-Z]", desc)
     paragraphs = [p for p in desc.split("\n\n") if p.strip()]
-    assert [p.split()[0] for p in paragraphs] == ["Diffusion", "Head", "The"]
+    assert [p.split()[0] for p in paragraphs] == ["Diffusion", "Head", "The", "Outlier", "Framewise"]
     for key in re.findall(r"\[@(\w+)\]", desc):  # every citation key has a reference
         assert f"``@{key}``" in (DOCS / "method.rst").read_text()
 

@@ -73,7 +73,13 @@ def test_dataset_level_files(xa30_run):
     assert desc["GeneratedBy"][0]["Version"]
     assert "*.html" in (out / ".bidsignore").read_text()
     assert (out / "sub-01.html").is_file()
-    assert "Head motion was estimated" in (out / "logs" / "CITATION.md").read_text()
+    citation = (out / "logs" / "CITATION.md").read_text()
+    assert "Head motion was estimated" in citation
+    # Outlier flagging (default --outlier-threshold 4, volumes kept) and FD / QC metrics are described.
+    assert "robust z-score below −4 within its shell" in citation
+    assert "kept in the model fits" in citation
+    assert "Framewise displacement (FD)" in citation and "[@power2012]" in citation
+    assert "sphere of 50 mm radius" in citation and "percentage of outlier volumes" in citation
 
 
 def test_input_tree_is_untouched(xa30_run, ds_xa30):

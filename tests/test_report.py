@@ -131,6 +131,46 @@ def test_export_writes_qc_table_and_its_sidecar(tmp_path):
     assert json.loads((folder / "sub-01_dir-AP_desc-preproc_dwi.json").read_text())["QC"] == qc
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected", "absent"),
+    [
+        (["--outlier-threshold", "3.5", "--exclude-outliers", "--passes", "2"],
+         ["robust z-score below −3.5 within its shell", "left out of the model fits"],
+         ["kept in the model fits"]),
+        ([], ["robust z-score below −4 within its shell", "kept in the model fits"],
+         ["left out of the model fits"]),
+        (["--outlier-threshold", "0"], ["outlier detection disabled"], ["robust z-score"]),
+    ],
+)  # fmt: skip
+def test_boilerplate_describes_outliers_and_qc(ds_xa30, tmp_path, extra, expected, absent):
+    """logs/CITATION.md (--boilerplate-only) describes outlier flagging, FD and the QC metrics."""
+    import re
+
+    from dmriprep_motion.cli.run import run
+    from dmriprep_motion.data import load
+    from dmriprep_motion.motion import FD_RADIUS
+    from tests._datasets import small_dataset
+
+    bids = small_dataset(ds_xa30, tmp_path / "bids", n_volumes=6)
+    args = [str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+            "--skip-bids-validation", "--boilerplate-only", *extra]  # fmt: skip
+    assert run(args) == 0
+    text = (tmp_path / "out" / "logs" / "CITATION.md").read_text()
+    for phrase in expected:
+        assert phrase in text, phrase
+    for phrase in absent:
+        assert phrase not in text, phrase
+    assert "Framewise displacement (FD)" in text and "[@power2012]" in text
+    assert f"sphere of {FD_RADIUS:g} mm radius" in text
+    for meta in QC_COLUMNS.values():  # every QC metric is named
+        assert meta["LongName"] in text, meta["LongName"]
+    assert not (tmp_path / "work").exists()  # nothing processed
+    # Every citation key has an entry in the bibliography pandoc renders the methods with.
+    keys = set(re.findall(r"\[@(\w+)\]", text))
+    bib = set(re.findall(r"^@\w+\{(\w+),", Path(load("reports/boilerplate.bib")).read_text(), re.M))
+    assert {"ants", "power2012"} <= keys and keys <= bib
+
+
 # ------------------------------------------------------------- reportlets (pure)
 def test_plots_are_valid_svg(tmp_path):
     conf = _confounds()

@@ -13,6 +13,7 @@ from dmriprep_motion.interfaces.confounds import MotionConfounds
 from dmriprep_motion.interfaces.dwi import ResampleSeries, VolumeSimilarity
 from dmriprep_motion.interfaces.transforms import AUTO_MAX_BVAL
 from dmriprep_motion.models import MODEL_NAMES
+from dmriprep_motion.outliers import MIN_GROUP
 from dmriprep_motion.workflows.passes import PASS_INPUTS, init_hmc_pass_wf
 from dmriprep_motion.workflows.reference import init_dwi_reference_wf
 
@@ -46,6 +47,41 @@ _ANCHOR_DESC = {
     "higher shells. ",
     "none": "",
 }
+
+
+def outliers_desc(outlier_threshold: float, exclude_outliers: bool, passes: int) -> str:
+    """Methods paragraph (Markdown) on outlier flagging, worded from the actual settings.
+
+    Parameters
+    ----------
+    outlier_threshold : float
+        Robust z-score below which a volume is flagged (``<= 0`` disables flagging).
+    exclude_outliers : bool
+        Whether flagged volumes are left out of the model fits of the following pass.
+    passes : int
+        Number of estimation passes (exclusion needs a following pass).
+
+    Returns
+    -------
+    str
+        A paragraph starting with a blank line, for a workflow's ``__desc__``/``__postdesc__``.
+    """
+    if outlier_threshold <= 0:
+        return "\n\nOutlier volumes were not flagged (outlier detection disabled)."
+    text = (
+        "\n\nOutlier volumes were flagged from the similarity between each corrected volume and its "
+        "registration target (Pearson correlation inside the brain mask with the model prediction, "
+        "or with the b0 reference for b0 volumes): a volume was flagged when this similarity had a "
+        f"robust z-score below −{outlier_threshold:g} within its shell (z-scores from the shell's "
+        f"median and 1.4826 × median absolute deviation; shells of fewer than {MIN_GROUP} volumes "
+        "were not assessed). "
+    )
+    if exclude_outliers and passes > 1:
+        return text + (
+            "From the second pass on, the volumes flagged after the previous pass were left out of "
+            "the model fits; all volumes were kept in the corrected series."
+        )
+    return text + "Flagged volumes were reported, and kept in the model fits and in the corrected series."
 
 
 def init_dwi_motion_wf(
@@ -149,6 +185,8 @@ def init_dwi_motion_wf(
         "rotations, and each volume was resampled once onto the native grid of the b0 "
         "reference (cubic B-spline), keeping all volumes in their acquired order."
     )
+    # After the b0-reference paragraph of the nested reference workflow.
+    workflow.__postdesc__ = outliers_desc(outlier_threshold, exclude_outliers, passes)
     inputnode = pe.Node(
         niu.IdentityInterface(fields=["dwi_file", "in_bval", "in_bvec", "in_mask"]), name="inputnode"
     )

@@ -20,6 +20,8 @@ from dmriprep_motion.interfaces.reports import (
     SimilarityPlot,
     VolumesAnimation,
 )
+from dmriprep_motion.motion import FD_RADIUS
+from dmriprep_motion.qc import QC_COLUMNS
 
 REPORT_INPUTS = [
     "dwi_orig", "dwi_file", "in_bval", "bvec_orig", "out_bvec", "dwiref", "brain_mask", "confounds",
@@ -42,6 +44,32 @@ REPORTLETS = {
 def reportlet_path(output_dir: str | Path, subject: str, stem: str, desc: str) -> Path:
     """Where reportlet ``desc`` of run ``stem`` is written."""
     return Path(output_dir) / f"sub-{subject}" / "figures" / f"{stem}_desc-{desc}_dwi.{REPORTLETS[desc]}"
+
+
+def qc_desc(radius: float = FD_RADIUS) -> str:
+    """Methods paragraph (Markdown) on framewise displacement and the QC metrics.
+
+    The metrics are named from :data:`dmriprep_motion.qc.QC_COLUMNS` (``LongName``), so the
+    text follows the columns of ``<stem>_desc-qc_dwi.tsv``.
+
+    Parameters
+    ----------
+    radius : float
+        Radius (mm) of the sphere on which rotations are turned into displacements.
+
+    Returns
+    -------
+    str
+        A paragraph starting with a blank line, for a workflow's ``__desc__``.
+    """
+    names = [meta["LongName"] for meta in QC_COLUMNS.values()]
+    metrics = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+    return (
+        "\n\nFramewise displacement (FD) was computed from the estimated motion parameters of "
+        "consecutive volumes as in [@power2012], rotations being turned into displacements on a "
+        f"sphere of {radius:g} mm radius. For every series, quality-control metrics were computed "
+        f"({metrics}), and a visual report was generated with NiReports."
+    )
 
 
 def init_dwi_reports_wf(
@@ -88,6 +116,7 @@ def init_dwi_reports_wf(
     The reportlets are written by ``export_<desc>`` nodes (see :func:`reportlet_path`).
     """
     workflow = Workflow(name=name)
+    workflow.__desc__ = qc_desc()  # a paragraph of its own in the boilerplate
     inputnode = pe.Node(niu.IdentityInterface(fields=REPORT_INPUTS), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["qc"]), name="outputnode")
 
