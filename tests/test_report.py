@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -144,8 +146,6 @@ def test_export_writes_qc_table_and_its_sidecar(tmp_path):
 )  # fmt: skip
 def test_boilerplate_describes_outliers_and_qc(ds_xa30, tmp_path, extra, expected, absent):
     """logs/CITATION.md (--boilerplate-only) describes outlier flagging, FD and the QC metrics."""
-    import re
-
     from dmriprep_motion.cli.run import run
     from dmriprep_motion.data import load
     from dmriprep_motion.motion import FD_RADIUS
@@ -250,6 +250,55 @@ def test_errors_section_lists_crash_files(tmp_path):
     assert local_references(page) == [] or all((out / r).exists() for r in local_references(page))
 
 
+def test_unique_anchors_renames_repeated_and_unsafe_names():
+    from types import SimpleNamespace
+
+    from dmriprep_motion.reports.assemble import unique_anchors
+
+    def items(*names):
+        return [SimpleNamespace(name=name) for name in names]
+
+    runs = items("summary", "summary", "desc-a_extension-['.svg']", "About")
+    about = items("boilerplate", "errors")
+    sections = [
+        SimpleNamespace(name="Diffusion", reportlets=runs),
+        SimpleNamespace(name="About", reportlets=about),
+    ]
+    renamed = unique_anchors(sections)
+    assert [r.name for r in runs] == ["summary", "summary-2", "desc-a_extension-.svg", "About-2"]
+    assert [r.name for r in about] == ["boilerplate", "errors"]  # nireports' own anchors kept
+    assert [s.name for s in sections] == ["Diffusion", "About"]  # section ids are also headings
+    assert renamed == {"summary-2": "summary", "desc-a_extension-.svg": "desc-a_extension-['.svg']",
+                       "About-2": "About"}  # fmt: skip
+
+
+class _Anchors(HTMLParser):
+    """Collect the ``id`` attributes and the in-page links (``href``/``data-bs-target="#x"``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.links: list[tuple[str, str]] = []  # (target, tag)
+        self.nav_links: list[str] = []
+        self._in_nav = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "nav":
+            self._in_nav = True
+        if attrs.get("id") is not None:
+            self.ids.append(attrs["id"])
+        for key in ("href", "data-bs-target"):
+            if (attrs.get(key) or "").startswith("#"):
+                self.links.append((attrs[key][1:], tag))
+                if self._in_nav and key == "href":
+                    self.nav_links.append(attrs[key][1:])
+
+    def handle_endtag(self, tag):
+        if tag == "nav":
+            self._in_nav = False
+
+
 # ------------------------------------------------------------ end to end (ds-xa30)
 def test_report_sections_and_files(xa30_run):
     out, _, _ = xa30_run
@@ -277,6 +326,23 @@ def test_report_sections_and_files(xa30_run):
         assert f"{row}" in text, row
     assert "21 (1 b0, 20 diffusion-weighted)" in text and "b=2500 (20 volumes)" in text
     assert "Head motion was estimated" in text  # methods boilerplate (CITATION.md)
+
+
+def test_report_ids_are_unique_and_links_resolve(xa30_run):
+    """Every id of sub-01.html is unique, every in-page link has its target, per-run links differ."""
+    out, _, _ = xa30_run
+    parser = _Anchors()
+    parser.feed((out / "sub-01.html").read_text())
+    duplicated = sorted({i for i in parser.ids if parser.ids.count(i) > 1})
+    assert not duplicated, duplicated
+    assert all(i and not re.search(r"\s", i) for i in parser.ids), parser.ids
+    dangling = [(target, tag) for target, tag in parser.links if target not in parser.ids]
+    assert not dangling, dangling
+    # The navigation bar: sections, one link per run (to that run's first reportlet), About items.
+    runs = [link for link in parser.nav_links if "desc-summary" in link]
+    assert len(runs) == len(set(runs)) == len(RUNS)
+    assert ["direction-AP" in runs[0], "direction-PA" in runs[1]] == [True, True]
+    assert {"Diffusion", "About", "boilerplate", "errors"} <= set(parser.nav_links)
 
 
 @pytest.mark.parametrize("stem", RUNS)

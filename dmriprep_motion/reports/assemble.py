@@ -28,7 +28,13 @@ from dmriprep_motion.qc import read_confounds
 
 LOGGER = logging.getLogger("dmriprep_motion")
 
-__all__ = ["read_confounds", "write_subject_reports", "write_subject_report", "local_references"]
+__all__ = [
+    "read_confounds",
+    "write_subject_reports",
+    "write_subject_report",
+    "local_references",
+    "unique_anchors",
+]
 
 
 def write_citation_html(output_dir: Path) -> Path | None:
@@ -83,12 +89,49 @@ def write_subject_report(subject: str, runs: list[DWIRun], output_dir: Path) -> 
         },
         subject=subject,
     )
+    unique_anchors(report.sections)
     report.generate_report()
     path = Path(report.out_filename)
     missing = [ref for ref in local_references(path) if not (path.parent / ref).exists()]
     if missing:
         LOGGER.warning("report %s refers to missing files: %s", path, ", ".join(missing))
     return path
+
+
+def unique_anchors(sections: list) -> dict[str, str]:
+    """Give every reportlet of a report a distinct, URL-safe HTML id.
+
+    The template uses ``reportlet.name`` as the ``id`` of each reportlet and the navigation
+    bar links to the first reportlet of every run. nireports names per-run reportlets after
+    their BIDS query (``..._direction-AP_extension-['.svg']_...``), while a ``name`` set in the
+    bootstrap file would be shared by every run. Names are reduced to ``[A-Za-z0-9_.-]`` and
+    numbered when they repeat a section name (the sections' ids, also their headings, are
+    kept) or an earlier reportlet.
+
+    Parameters
+    ----------
+    sections : list of nireports ``SubReport``
+        The report's sections (``Report.sections``); their reportlets are renamed in place.
+
+    Returns
+    -------
+    dict
+        New id to old name, for the reportlets whose name changed.
+    """
+    taken = {str(section.name) for section in sections}
+    renamed: dict[str, str] = {}
+    for section in sections:
+        for reportlet in section.reportlets:
+            base = re.sub(r"[^A-Za-z0-9_.-]+", "", str(reportlet.name)) or "reportlet"
+            anchor, count = base, 1
+            while anchor in taken:
+                count += 1
+                anchor = f"{base}-{count}"
+            taken.add(anchor)
+            if anchor != reportlet.name:
+                renamed[anchor] = str(reportlet.name)
+                reportlet.name = anchor
+    return renamed
 
 
 def write_subject_reports(runs: dict[str, list[DWIRun]], output_dir: Path, work_dir: Path) -> list[Path]:
