@@ -393,28 +393,65 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+def _screenshot(page: Path, shot: Path, height: int, profile: Path) -> np.ndarray:
+    """Render ``page`` offline in headless Chromium, 1280 px wide; return the RGB pixels."""
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+           f"--user-data-dir={profile}", f"--screenshot={shot}", f"--window-size=1280,{height}",
+           page.as_uri()]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=180)
+    with Image.open(shot) as img:
+        assert img.size == (1280, height)
+        return np.asarray(img.convert("RGB"), dtype=float)
+
+
+def _css_background(selector: str) -> np.ndarray:
+    """RGB background colour of ``selector`` in the report template's stylesheet."""
+    from dmriprep_motion.data import load
+
+    css = Path(load("reports/report.tpl")).read_text()
+    hexa = re.search(rf"{re.escape(selector)} \{{[^}}]*background: #([0-9a-fA-F]{{6}})", css).group(1)
+    return np.array([int(hexa[i : i + 2], 16) for i in (0, 2, 4)], dtype=float)
+
+
 @pytest.mark.skipif(
     _chromium() is None,
     reason="headless Chromium not installed (Debian: apt-get install chromium); screenshot check skipped",
 )
 def test_report_screenshot(xa30_run, tmp_path):
-    """Render the page offline in headless Chromium: the figures must actually be drawn."""
+    """Render the whole page offline in headless Chromium: figures, Methods, Errors, provenance drawn."""
     out, _, _ = xa30_run
-    shot = tmp_path / "report.png"
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,7000",
-           (out / "sub-01.html").as_uri()]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-    with Image.open(shot) as img:
-        assert img.size == (1280, 7000)
-        pixels = np.asarray(img.convert("RGB"), dtype=float)
-    gray = pixels.mean(axis=2)
+    # Tall enough for the whole page: grown until the bottom of the screenshot is blank page.
+    for height in (12_000, 24_000, 48_000):
+        pixels = _screenshot(out / "sub-01.html", tmp_path / "report.png", height, tmp_path / "profile")
+        gray = pixels.mean(axis=2)
+        drawn = np.flatnonzero((gray < 250).any(axis=1))
+        if drawn.size and drawn[-1] < height - 200:
+            break
+    else:
+        pytest.fail(f"the report is taller than {height} px")
+    end = drawn[-1] + 1
+    assert end > 3000, f"only {end} px drawn"
+    pixels, gray = pixels[:end], gray[:end]
     # Black mosaic backgrounds of the flicker SVGs and the GIF: present only if the figures loaded.
     assert (gray < 20).mean() > 0.05
     # Coloured plot content (motion traces, shell shading), not just text on white.
     saturation = pixels.max(axis=2) - pixels.min(axis=2)
     assert (saturation > 60).mean() > 0.002
+    # Below the last figure, in order: the Methods box (copyright waiver, .alert-info), the Errors
+    # box ("No errors to report!", .alert-success), then the provenance accordion to the page end.
+    figure_rows = np.flatnonzero((gray < 20).mean(axis=1) > 0.3)  # rows crossing a black mosaic
+
+    def box_rows(selector: str) -> np.ndarray:
+        close = np.abs(pixels - _css_background(selector)).max(axis=2) <= 3
+        return np.flatnonzero(close.sum(axis=1) > 200)  # rows of a wide box, not stray pixels
+
+    methods, errors = box_rows(".alert-info"), box_rows(".alert-success")
+    assert figure_rows.size and methods.size and errors.size
+    methods = methods[methods > figure_rows[-1]]
+    assert methods.size > 20, "Methods (About section) not drawn below the figures"
+    assert errors.min() > methods.max(), "Errors section not drawn below Methods"
+    assert end - errors.max() > 100, "provenance not drawn below Errors"
 
 
 def test_methods_html_when_pandoc_is_installed(tmp_path, monkeypatch):
