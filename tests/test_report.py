@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dmriprep_motion.motion import FD_RADIUS
 from dmriprep_motion.qc import (
     QC_COLUMNS,
     QC_FIELDS,
@@ -148,7 +149,6 @@ def test_boilerplate_describes_outliers_and_qc(ds_xa30, tmp_path, extra, expecte
     """logs/CITATION.md (--boilerplate-only) describes outlier flagging, FD and the QC metrics."""
     from dmriprep_motion.cli.run import run
     from dmriprep_motion.data import load
-    from dmriprep_motion.motion import FD_RADIUS
     from tests._datasets import small_dataset
 
     bids = small_dataset(ds_xa30, tmp_path / "bids", n_volumes=6)
@@ -365,6 +365,50 @@ def test_reportlets_are_valid_images(xa30_run, stem):
             frames.append(np.asarray(gif.convert("L"), dtype=float))
         assert frames[1].std() > 10  # real image content
         assert not np.array_equal(frames[0], frames[1])  # frames differ (volumes differ)
+        # The most moved diffusion-weighted volume: original | target (model prediction) | corrected.
+        conf = read_confounds(out / "sub-01" / "dwi" / f"{stem}_desc-confounds_timeseries.tsv")
+        trans = np.stack([conf[f"trans_{a}"] for a in "xyz"], axis=1)
+        rots = np.stack([conf[f"rot_{a}"] for a in "xyz"], axis=1)
+        moved = np.abs(trans).sum(axis=1) + FD_RADIUS * np.abs(rots).sum(axis=1)  # mm, as FD
+        moved[conf["bval"] <= 50] = -1.0  # b0 volumes are shown against the b0 reference
+        volume = int(np.argmax(moved))
+        assert moved[volume] > 0.5, moved  # ds-xa30 has real motion
+        gif.seek(volume)
+        body = np.asarray(gif.convert("L"), dtype=float)[plotting.GIF_HEADER :]
+        width = gif.size[0] // 3
+        original, target, corrected = (body[:, i * width : (i + 1) * width] for i in range(3))
+        assert target.std() > 10  # a real prediction, not a blank panel
+
+        def mean_diff(a, b):
+            return np.abs(a - b).mean()
+
+        def corr(a, b):
+            return np.corrcoef(a.ravel(), b.ravel())[0, 1]
+
+        assert mean_diff(target, original) > 2 and mean_diff(target, corrected) > 2  # its own panel
+        assert mean_diff(original, corrected) > 2  # the volume was moved back
+        assert corr(target, corrected) > 0.8  # the same slices of the same brain ...
+        assert corr(target, corrected) > corr(target, original)  # ... the corrected one aligned to it
+
+
+def test_summary_shows_the_ants_version(xa30_run):
+    """The summary's ANTs row holds the version the ANTs helper reports (and the run logs)."""
+    import html
+
+    from dmriprep_motion.ants import describe_ants
+
+    out, _, _ = xa30_run
+    info = describe_ants()  # what cli.run._log_ants logs at start-up
+    assert info["backend"] in ("antspyx", "system")
+    assert re.search(r"\d+\.\d+", info["version"]), info  # a version, not "unknown"
+    page = (out / "sub-01.html").read_text()
+    for stem in RUNS:
+        text = (out / "sub-01" / "figures" / f"{stem}_desc-summary_dwi.html").read_text()
+        row = re.search(r"<tr><th>ANTs</th><td>(.*?)</td></tr>", text)
+        assert row, text
+        assert row.group(1).startswith(html.escape(info["version"]) + " ")
+        assert f"{info['backend']} backend" in row.group(1)
+        assert row.group(0) in page  # shown in the report
 
 
 @pytest.mark.parametrize("stem", RUNS)

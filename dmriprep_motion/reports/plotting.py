@@ -18,6 +18,8 @@ LOGGER = logging.getLogger("dmriprep_motion")
 SHELL_COLORS = ["#7f7f7f", "#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00"]
 AXIS_COLORS = {"x": "#d62728", "y": "#2ca02c", "z": "#1f77b4"}
 OUTLIER_COLOR = "#c00000"
+#: Height (px) of the caption band above the panels of every frame of :func:`volumes_gif`.
+GIF_HEADER = 42
 
 
 def _pyplot():
@@ -436,9 +438,8 @@ def volumes_gif(
             rows.append(np.concatenate([_resize(p, row, zooms, scale) for p in panels], axis=1))
         width = max(r.shape[1] for r in rows)
         body = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]))) for r in rows], axis=0)
-        header = 42
-        canvas = Image.new("RGB", (body.shape[1], body.shape[0] + header), "black")
-        canvas.paste(Image.fromarray(body).convert("RGB"), (0, header))
+        canvas = Image.new("RGB", (body.shape[1], body.shape[0] + GIF_HEADER), "black")
+        canvas.paste(Image.fromarray(body).convert("RGB"), (0, GIF_HEADER))
         draw = ImageDraw.Draw(canvas)
         panel_w = body.shape[1] // 3
         for col, title in enumerate(titles):
