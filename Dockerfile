@@ -42,6 +42,12 @@ LABEL org.opencontainers.image.title="dmriprep_motion" \
       org.opencontainers.image.description="Leave-one-volume-out head-motion correction for diffusion MRI (BIDS App)" \
       org.opencontainers.image.licenses="Apache-2.0"
 
+# pandoc renders the methods boilerplate (logs/CITATION.md) to HTML, with its references,
+# for the report's Methods section. Pinned to Debian bookworm's 2.17.1.1 (any revision).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends "pandoc=2.17.1.1-*" \
+    && rm -rf /var/lib/apt/lists/*
+
 COPY --from=builder /opt/venv /opt/venv
 
 ENV PATH=/opt/venv/bin:$PATH \

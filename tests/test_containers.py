@@ -96,6 +96,23 @@ def test_dockerfile_layer_order_and_runtime(dockerfile):
     assert smoke > position("USER", r".")
 
 
+def test_runtime_stage_installs_pandoc(dockerfile):
+    """pandoc (methods boilerplate to HTML) from Debian, pinned, no recommends, lists removed, as root."""
+    instructions = [(i["instruction"], i["value"]) for i in dockerfile.structure]
+    runtime = next(n for n, (k, v) in enumerate(instructions) if k == "FROM" and v.endswith("AS runtime"))
+    apt = [(n, v) for n, (k, v) in enumerate(instructions) if k == "RUN" and "apt-get install" in v]
+    assert len(apt) == 1, apt  # one apt layer, in the runtime stage only
+    position, command = apt[0]
+    assert position > runtime
+    assert position < next(n for n, (k, _) in enumerate(instructions) if k == "USER")
+    assert re.search(r'apt-get install -y --no-install-recommends "pandoc=[\d.]+-[^"\s]*"', command)
+    assert command.startswith("apt-get update") and command.endswith("rm -rf /var/lib/apt/lists/*")
+    # The container renders CITATION.html: the output listing allows it (optional outside containers).
+    import check_outputs  # scripts/ is on sys.path (see the top of this module)
+
+    assert "logs/CITATION.html" in check_outputs.read_expected()[1]
+
+
 def test_dockerignore_keeps_the_context_small():
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert lines[lines.index("*")] == "*"  # ignore everything ...
