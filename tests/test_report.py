@@ -525,6 +525,28 @@ def test_methods_html_when_pandoc_is_installed(tmp_path, monkeypatch):
     assert "Rendered methods" in page and ">HTML</button>" in page and ">Markdown</button>" in page
 
 
+@pytest.mark.skipif(shutil.which("pandoc") is None, reason="pandoc not installed")
+def test_methods_html_with_real_pandoc(ds_xa30, tmp_path):
+    """The real pandoc renders the generated boilerplate: every citation resolves to a reference."""
+    from dmriprep_motion.cli.run import run
+    from dmriprep_motion.reports.assemble import write_citation_html
+    from tests._datasets import small_dataset
+
+    bids = small_dataset(ds_xa30, tmp_path / "bids", n_volumes=6)
+    out = tmp_path / "out"
+    args = [str(bids), str(out), "participant", "-w", str(tmp_path / "work"), "--skip-bids-validation",
+            "--boilerplate-only"]  # fmt: skip
+    assert run(args) == 0
+    keys = set(re.findall(r"@([\w-]+)", (out / "logs" / "CITATION.md").read_text()))
+    html_file = write_citation_html(out)
+    assert html_file is not None, "pandoc failed"
+    page = html_file.read_text()
+    assert "???" not in page  # pandoc's mark of a citation missing from the bibliography
+    entries = set(re.findall(r'id="ref-([\w-]+)"', page))
+    assert keys and keys <= entries, keys - entries
+    assert not re.search(r'(?:src|href)="https?://[^"]*\.(?:css|js)"', page)  # standalone, offline
+
+
 def test_crash_files_go_to_the_subject_log_folder(ds_xa30, tmp_path):
     """Every node (not only the subject workflow) writes its crash file to sub-XX/log/."""
     from dmriprep_motion.bids import collect_runs
