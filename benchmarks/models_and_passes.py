@@ -89,6 +89,8 @@ def row(scenario: str, model: str, n_vol: int, passes: int, result: dict) -> str
 
 def _folder(opts: argparse.Namespace, scenario: str, model: str, anchor: str) -> Path:
     label = model if anchor == "registration" else f"{model}-{anchor}"
+    if opts.relaxation is not None:
+        label += f"-relax{opts.relaxation:g}"
     return opts.work / scenario / "passes" / (label if opts.sloppy else f"{label}-precise")
 
 
@@ -111,6 +113,7 @@ def run_one(scenario: str, model: str, anchor: str, opts: argparse.Namespace) ->
     bids = simulate(scenario, opts.work / scenario, opts.seed)
     extra = ("--model", model, "--anchor", anchor, "--passes", str(opts.passes), "--tolerance", "0")
     extra += ("--sloppy",) if opts.sloppy else ()
+    extra += ("--relaxation", str(opts.relaxation)) if opts.relaxation is not None else ()
     folder = _folder(opts, scenario, model, anchor)
     result = run_method(
         "dmriprep", bids, folder, nprocs=opts.nprocs, cache=opts.cache_dir, seed=opts.seed, extra=extra
@@ -149,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--passes", type=int, default=4)
     parser.add_argument("--sloppy", action="store_true", help="run with --sloppy registration presets")
+    parser.add_argument(
+        "--relaxation", type=float, default=None, metavar="F",
+        help="pass --relaxation F to every run (default: the pipeline's default)",
+    )  # fmt: skip
     parser.add_argument("--work", type=Path, default=DEFAULT_CACHE / "runs_v2")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--nprocs", type=int, default=2)
@@ -163,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         f"# models × passes {started}, {os.cpu_count()} CPUs, "
-        f"{'--sloppy' if opts.sloppy else 'default presets'}, seed {opts.seed}",
+        f"{'--sloppy' if opts.sloppy else 'default presets'}, seed {opts.seed}"
+        + ("" if opts.relaxation is None else f", --relaxation {opts.relaxation:g}"),
         header(opts.passes),
         "|" + "---|" * (header(opts.passes).count("|") - 1),
     ]
