@@ -16,7 +16,7 @@ DS_XA30 = (ROOT / ".." / "shared" / "data" / "ds-xa30").resolve()
 #: Settings of the shared end-to-end run (fast, still real: three passes of ANTs). The anchor is
 #: pinned to the deterministic median, which the default (auto) also picks for ds-xa30's b=2500
 #: shell: there the cross-contrast (b0 vs DWI) registration is ill-determined (±0.5-1 mm pass to
-#: pass, measured), and test_recovery compares two runs. The registration anchor (auto's choice at
+#: pass, measured). The registration anchor (auto's choice at
 #: b=1000) is tested against ground truth on the phantom (test_simulate.py, demo).
 E2E_ARGS = ["--sloppy", "--nprocs", "2", "--passes", "3", "--anchor", "median", "--seed", "42"]
 

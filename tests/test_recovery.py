@@ -16,7 +16,8 @@ from dmriprep_motion.motion import (
     transform_errors,
 )
 from dmriprep_motion.testing.inject import inject_motion
-from tests.conftest import E2E_ARGS
+
+pytestmark = pytest.mark.slow  # two 6-pass runs of the pipeline on ds-xa30
 
 DEG = np.pi / 180
 #: Volume -> (tx, ty, tz [mm], rx, ry, rz [rad]); up to 2 mm / 2 degrees.
@@ -28,11 +29,20 @@ MOTIONS = {
 }
 
 
-@pytest.fixture(scope="module")
-def injected_run(ds_xa30, tmp_path_factory):
+#: Both runs of this test (the original series and the one with injected motion) converge
+#: further than the shared end-to-end run: on these b=2500 volumes the transforms along the
+#: phase-encoding axis still change by ~0.4 mm at pass 3 (eddy-current shifts that vary smoothly
+#: with the gradient direction are what leave-one-out prediction sees least). Measured on this
+#: series (median anchor, --sloppy): max error vs. the injected truth 0.84 mm after 3 passes and
+#: 0.30 mm after 8 with --relaxation 0.5; 0.27 mm after 5 and 0.20 mm after 6 with --relaxation 1.
+RECOVERY_ARGS = ["--sloppy", "--nprocs", "2", "--passes", "6", "--tolerance", "0", "--relaxation", "1",
+                 "--anchor", "median", "--seed", "42"]  # fmt: skip
+
+
+def _run_series(ds_xa30, base, motions: dict | None):
+    """Copy sub-01's AP series (moved by ``motions`` when given) into a dataset and correct it."""
     from dmriprep_motion.cli.run import run
 
-    base = tmp_path_factory.mktemp("recovery")
     bids = base / "bids"
     src = ds_xa30 / "sub-01" / "dwi" / "sub-01_dir-AP_dwi"
     dst = bids / "sub-01" / "dwi"
@@ -40,15 +50,31 @@ def injected_run(ds_xa30, tmp_path_factory):
     shutil.copy(ds_xa30 / "dataset_description.json", bids)
     shutil.copy(f"{src}.json", dst / "sub-01_dir-AP_dwi.json")
     shutil.copy(f"{src}.bval", dst / "sub-01_dir-AP_dwi.bval")
-    img = nb.load(f"{src}.nii.gz")
-    bvecs = np.loadtxt(f"{src}.bvec").T
-    motions = {i: matrix_from_params(p) for i, p in MOTIONS.items()}
-    data, moved_bvecs = inject_motion(img.get_fdata(dtype=np.float32), img.affine, bvecs, motions)
-    nb.Nifti1Image(data, img.affine, img.header).to_filename(dst / "sub-01_dir-AP_dwi.nii.gz")
-    np.savetxt(dst / "sub-01_dir-AP_dwi.bvec", moved_bvecs.T, fmt="%.8f")
+    if motions is None:
+        shutil.copy(f"{src}.nii.gz", dst / "sub-01_dir-AP_dwi.nii.gz")
+        shutil.copy(f"{src}.bvec", dst / "sub-01_dir-AP_dwi.bvec")
+    else:
+        img = nb.load(f"{src}.nii.gz")
+        bvecs = np.loadtxt(f"{src}.bvec").T
+        data, moved_bvecs = inject_motion(img.get_fdata(dtype=np.float32), img.affine, bvecs, motions)
+        nb.Nifti1Image(data, img.affine, img.header).to_filename(dst / "sub-01_dir-AP_dwi.nii.gz")
+        np.savetxt(dst / "sub-01_dir-AP_dwi.bvec", moved_bvecs.T, fmt="%.8f")
     out = base / "out"
-    assert run([str(bids), str(out), "participant", "-w", str(base / "work"), *E2E_ARGS]) == 0
-    return out, motions
+    assert run([str(bids), str(out), "participant", "-w", str(base / "work"), *RECOVERY_ARGS]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def baseline_run(ds_xa30, tmp_path_factory):
+    """The original series, corrected with the settings of the injected run."""
+    return _run_series(ds_xa30, tmp_path_factory.mktemp("recovery_baseline"), None), {}
+
+
+@pytest.fixture(scope="module")
+def injected_run(ds_xa30, tmp_path_factory):
+    """The same series with known motion injected into four volumes."""
+    motions = {i: matrix_from_params(p) for i, p in MOTIONS.items()}
+    return _run_series(ds_xa30, tmp_path_factory.mktemp("recovery"), motions), motions
 
 
 def _outputs(out):
@@ -59,9 +85,9 @@ def _outputs(out):
     return xforms, bvecs, mask
 
 
-def _residuals(xa30_run, injected_run):
+def _residuals(baseline_run, injected_run):
     """Residual (estimated vs injected ∘ baseline) parameters (mm, deg) and mean displacements."""
-    baseline_x, _, mask = _outputs(xa30_run[0])
+    baseline_x, _, mask = _outputs(baseline_run[0])
     moved_x, _, _ = _outputs(injected_run[0])
     motions = injected_run[1]
     # The real data has its own (eddy-current and head) motion: the baseline run's
@@ -76,28 +102,24 @@ def _residuals(xa30_run, injected_run):
     return residual, errors, baseline_x, moved_x, mask
 
 
-def test_injected_motion_is_recovered(xa30_run, injected_run):
-    """Injected motion (up to 2 mm / 2°) is recovered on real data.
+def test_injected_motion_is_recovered(baseline_run, injected_run):
+    """Each recovered transform is within 0.3 mm mean displacement (brain mask) of the injected one.
 
-    Along the phase-encoding axis (y, dir-AP) these b=2500 volumes carry eddy-current
-    distortions of several mm that a rigid transform cannot represent; there the
-    leave-one-out estimate is only determined to ~0.3 mm RMS (measured), so that axis is
-    checked separately. The exact 0.3 mm criterion on whole transforms is tested on an
-    eddy-free phantom re-synthesized from this dataset (tests/test_simulate.py).
+    The truth for a volume is the injected motion composed with the baseline run's estimate
+    for the same volume (the real data has its own head and eddy-current motion), so the
+    non-injected volumes must also come out where they did without the injection.
     """
-    residual, errors, baseline_x, moved_x, mask = _residuals(xa30_run, injected_run)
-    report = np.round(residual, 2).tolist()
-    assert np.all(np.abs(residual[:, [0, 2]]) < 0.3), report  # x and z translations (mm)
+    residual, errors, baseline_x, moved_x, mask = _residuals(baseline_run, injected_run)
+    report = {"mean_disp_mm": errors["mean_disp"].round(3).tolist(), "params": np.round(residual, 2).tolist()}
+    assert np.all(errors["mean_disp"] < 0.3), report
     assert np.all(np.abs(residual[:, 3:]) < 0.5), report  # rotations (deg)
-    assert np.sqrt(np.mean(residual[:, 1] ** 2)) < 0.5, report  # phase-encoding axis, RMS
-    assert np.median(errors["mean_disp"]) < 0.4 and errors["mean_disp"].max() < 1.0, errors["mean_disp"]
     for i in injected_run[1]:  # the injected motion is large compared with the error
         moved = transform_errors(moved_x[[i]], baseline_x[[i]], mask_coordinates(mask))["mean_disp"][0]
         assert moved > 1.0
 
 
-def test_bvecs_rotated_back_to_head_frame(xa30_run, injected_run):
-    _, baseline_b, mask = _outputs(xa30_run[0])
+def test_bvecs_rotated_back_to_head_frame(baseline_run, injected_run):
+    _, baseline_b, mask = _outputs(baseline_run[0])
     _, moved_b, _ = _outputs(injected_run[0])
     affine = mask.affine
     a = fsl_to_ras(baseline_b[1:], affine)
