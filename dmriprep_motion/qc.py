@@ -67,6 +67,25 @@ QC_COLUMNS: dict[str, dict[str, str]] = {
         "and their registration targets (similarity column of the confounds table).",
         "Units": "arbitrary",
     },
+    "passes_run": {
+        "LongName": "number of estimation passes run",
+        "Description": "Number of estimation passes whose registrations ran (later passes are "
+        "skipped once a pass moves no transform by more than the tolerance).",
+        "Units": "unitless",
+    },
+    "last_pass_change_mm": {
+        "LongName": "largest change of a transform in the last pass",
+        "Description": "Largest change, over the volumes, of a transform in the last pass that ran "
+        "(mean displacement over the brain mask between its estimates before and after that pass).",
+        "Units": "mm",
+    },
+    "converged": {
+        "LongName": "convergence of the estimation",
+        "Description": "true when the last pass that ran moved no transform by more than the "
+        "tolerance; false when the passes ran out first (the estimates were still moving), or when "
+        "no tolerance was set.",
+        "Units": "unitless",
+    },
 }
 
 #: QC metrics, in the column order of ``..._desc-qc_dwi.tsv``, with their descriptions.
@@ -128,9 +147,24 @@ def flag_outliers(
 
 
 def qc_metrics(
-    conf: dict[str, np.ndarray], b0_threshold: float = 50.0, z: float = OUTLIER_Z
-) -> dict[str, float | int]:
-    """The QC metrics of :data:`QC_FIELDS` from a confounds table (see :func:`read_confounds`)."""
+    conf: dict[str, np.ndarray],
+    b0_threshold: float = 50.0,
+    z: float = OUTLIER_Z,
+    pass_changes: list[list[float]] | None = None,
+    tolerance: float = 0.0,
+) -> dict[str, float | int | bool]:
+    """The QC metrics of :data:`QC_FIELDS`.
+
+    Parameters
+    ----------
+    conf : dict
+        Confounds table (see :func:`read_confounds`).
+    b0_threshold, z : float
+        b0 threshold and outlier z-score (when the table has no ``outlier`` column).
+    pass_changes, tolerance
+        Per-pass, per-volume changes of the transforms and the convergence tolerance
+        (see :func:`convergence_metrics`); without them nothing is known of convergence.
+    """
     n = int(conf["trans_x"].size)
     fd = conf["framewise_displacement"]
     trans = np.stack([conf[f"trans_{a}"] for a in "xyz"], axis=1)
@@ -148,8 +182,35 @@ def qc_metrics(
         "outliers": int(flags.sum()),
         "outliers_percent": float(100.0 * flags.sum() / n),
         "similarity_mean": float(finite_sim.mean()) if finite_sim.size else float("nan"),
+        **convergence_metrics(pass_changes or [], tolerance),
     }
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}
+
+
+def convergence_metrics(pass_changes: list[list[float]], tolerance: float) -> dict[str, float | int | bool | None]:
+    """How far the estimation passes converged.
+
+    Parameters
+    ----------
+    pass_changes : list of list of float
+        Per pass, the per-volume change of the transforms (mm, mean displacement over the
+        brain mask between the estimates before and after the pass).
+    tolerance : float
+        A pass that changes no transform by more than this (mm) ends the estimation (the
+        registrations of later passes are skipped); 0 runs every pass.
+
+    Returns
+    -------
+    dict
+        ``passes_run``, ``last_pass_change_mm`` and ``converged`` (see :data:`QC_COLUMNS`).
+    """
+    maxima = [max(changes, default=0.0) for changes in pass_changes]
+    if not maxima:
+        return {"passes_run": 0, "last_pass_change_mm": None, "converged": False}  # null / n/a
+    run = next((k + 1 for k, m in enumerate(maxima) if tolerance > 0 and m < tolerance), len(maxima))
+    last = float(maxima[run - 1])
+    converged = bool(tolerance > 0 and last < tolerance)
+    return {"passes_run": run, "last_pass_change_mm": round(last, 6), "converged": converged}
 
 
 def qc_tsv(metrics: dict[str, float | int]) -> str:
@@ -157,6 +218,10 @@ def qc_tsv(metrics: dict[str, float | int]) -> str:
     keys = [k for k in QC_FIELDS if k in metrics] + [k for k in metrics if k not in QC_FIELDS]
 
     def _fmt(value) -> str:
+        if value is None:
+            return "n/a"
+        if isinstance(value, bool):
+            return str(value).lower()
         if isinstance(value, float):
             return "n/a" if not np.isfinite(value) else f"{value:.6g}"
         return str(value)

@@ -75,6 +75,44 @@ def test_qc_metrics_flag_low_similarity_within_shell():
     assert qc["similarity_mean"] == pytest.approx(conf["similarity"].mean(), abs=1e-5)
 
 
+def test_convergence_metrics():
+    """Passes run, last change and convergence follow the skip rule of the passes."""
+    from dmriprep_motion.qc import convergence_metrics
+
+    # Pass 3 changed nothing by more than 0.05 mm: pass 4 was skipped (its change is 0).
+    changes = [[2.0, 1.0], [0.4, 0.2], [0.03, 0.01], [0.0, 0.0]]
+    assert convergence_metrics(changes, 0.05) == {
+        "passes_run": 3, "last_pass_change_mm": 0.03, "converged": True
+    }  # fmt: skip
+    # The passes ran out while the transforms still moved.
+    assert convergence_metrics(changes[:2], 0.05) == {
+        "passes_run": 2, "last_pass_change_mm": 0.4, "converged": False
+    }  # fmt: skip
+    # Without a tolerance every pass runs and nothing is called converged.
+    assert convergence_metrics(changes, 0.0)["passes_run"] == 4
+    assert convergence_metrics(changes, 0.0)["converged"] is False
+    assert convergence_metrics([], 0.05)["passes_run"] == 0
+
+
+def test_qc_node_warns_when_not_converged(tmp_path, caplog):
+    """The QC node adds the convergence metrics and warns when the passes ran out first."""
+    from dmriprep_motion.interfaces.reports import QCMetrics
+
+    conf = _confounds()
+    tsv = tmp_path / "sub-01_dir-AP_desc-confounds_timeseries.tsv"
+    tsv.write_text(
+        "\t".join(conf) + "\n"
+        + "\n".join("\t".join(f"{conf[k][i]:g}" for k in conf) for i in range(21)) + "\n"
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="dmriprep_motion"):
+        qc = QCMetrics(in_confounds=str(tsv), pass_changes=[[1.0] * 21, [0.4] * 21], tolerance=0.05)
+        result = qc.run(cwd=str(tmp_path)).outputs.qc
+    assert result["converged"] is False and result["passes_run"] == 2
+    assert "sub-01_dir-AP: the last of 2 passes still moved a transform by 0.40 mm" in caplog.text
+    tsv_row = qc_tsv(result).splitlines()[1].split("\t")
+    assert tsv_row[list(result).index("converged")] == "false"
+
+
 def test_qc_uses_outlier_column_when_present():
     conf = _confounds(outlier=None)
     conf["outlier"] = np.zeros(21)

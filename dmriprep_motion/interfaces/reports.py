@@ -6,6 +6,7 @@ Thin wrappers over :mod:`dmriprep_motion.reports.plotting` and :mod:`dmriprep_mo
 from __future__ import annotations
 
 import html
+import logging
 import platform
 from pathlib import Path
 
@@ -17,14 +18,23 @@ from nipype.interfaces.base import (
     InputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
 from dmriprep_motion.bids import atomic_copy
 from dmriprep_motion.gradients import fsl_to_ras, read_bvecs, shell_bvalues, shell_labels
 from dmriprep_motion.interfaces.dwi import save_like
-from dmriprep_motion.qc import OUTLIER_Z, flag_outliers, qc_metrics, read_confounds, similarity_thresholds
+from dmriprep_motion.qc import (
+    OUTLIER_Z,
+    flag_outliers,
+    qc_metrics,
+    read_confounds,
+    similarity_thresholds,
+)
 from dmriprep_motion.reports import plotting
+
+LOGGER = logging.getLogger("dmriprep_motion")
 
 #: Python packages whose versions are listed in the report.
 SOFTWARE = ["dmriprep-motion", "nipype", "niworkflows", "nireports", "dipy", "antspyx", "nitransforms",
@@ -45,15 +55,34 @@ class _QCOutputSpec(TraitedSpec):
     qc = traits.Dict(desc="QC metrics")
 
 
-class QCMetrics(SimpleInterface):
-    """Summary QC metrics of a run (FD, largest motion, outliers, similarity)."""
+class _QCInputSpec(_ConfoundsInputSpec):
+    pass_changes = traits.List(traits.List(traits.Float), desc="per pass, per-volume change (mm)")
+    tolerance = traits.Float(0.0, usedefault=True, desc="convergence tolerance of the passes (mm)")
 
-    input_spec = _ConfoundsInputSpec
+
+class QCMetrics(SimpleInterface):
+    """Summary QC metrics of a run (FD, largest motion, outliers, similarity, convergence).
+
+    Logs a warning when the passes ran out before the transforms stopped moving.
+    """
+
+    input_spec = _QCInputSpec
     output_spec = _QCOutputSpec
 
     def _run_interface(self, runtime):
         conf = read_confounds(self.inputs.in_confounds)
-        self._results["qc"] = qc_metrics(conf, self.inputs.b0_threshold, self.inputs.outlier_threshold)
+        changes = self.inputs.pass_changes if isdefined(self.inputs.pass_changes) else None
+        qc = qc_metrics(
+            conf, self.inputs.b0_threshold, self.inputs.outlier_threshold, changes, self.inputs.tolerance
+        )
+        if changes is not None and self.inputs.tolerance > 0 and not qc["converged"]:
+            LOGGER.warning(
+                "%s: the last of %d passes still moved a transform by %.2f mm (tolerance %g mm): "
+                "the motion estimates have not converged; more passes would move them further",
+                Path(self.inputs.in_confounds).name.split("_desc-")[0], qc["passes_run"],
+                qc["last_pass_change_mm"], self.inputs.tolerance,
+            )  # fmt: skip
+        self._results["qc"] = qc
         return runtime
 
 
@@ -281,7 +310,7 @@ class RunSummary(SimpleInterface):
             "b-values (s/mm²)": html.escape(", ".join(f"{b:g}" for b in np.unique(bvals))),
             "Model": f"<code>{html.escape(str(settings.get('Model')))}</code>",
             "Transform": html.escape(str(settings.get("Transform"))),
-            "Passes": html.escape(str(settings.get("Passes"))),
+            "Passes": _passes_row(settings, qc),
             "Framewise displacement": f"mean {qc['fd_mean_mm']:.3f} mm, max {qc['fd_max_mm']:.3f} mm",
             "Largest motion": f"{qc['translation_max_mm']:.2f} mm, {qc['rotation_max_deg']:.2f}°",
             "Flagged volumes": f"{qc['outliers']} ({qc['outliers_percent']:.1f}%); criterion: {rule}",
@@ -292,10 +321,27 @@ class RunSummary(SimpleInterface):
         warnings = []
         if qc["outliers"]:
             warnings.append(f"{qc['outliers']} volume(s) flagged as outliers: inspect them below.")
+        if qc.get("passes_run") and settings.get("Tolerance") and not qc.get("converged"):
+            warnings.append(
+                f"The motion estimates had not converged: the last pass still moved a transform by "
+                f"{qc['last_pass_change_mm']:.2f} mm (see the convergence plot)."
+            )
         out = Path(runtime.cwd) / "summary.html"
         out.write_text(plotting.summary_html(rows, warnings))
         self._results["out_file"] = str(out)
         return runtime
+
+
+def _passes_row(settings: dict, qc: dict) -> str:
+    """Summary row of the passes: requested, run, the last change and convergence."""
+    text = f"{settings.get('Passes')} requested"
+    if qc.get("passes_run"):
+        state = "converged" if qc.get("converged") else "not converged"
+        text += (
+            f", {qc['passes_run']} run; largest change in the last pass "
+            f"{qc['last_pass_change_mm']:.3f} mm ({state}, tolerance {settings.get('Tolerance')} mm)"
+        )
+    return html.escape(text)
 
 
 def software_versions() -> dict[str, str]:

@@ -147,6 +147,7 @@ def init_single_subject_wf(
             settings=settings.as_metadata(model),
             b0_threshold=settings.b0_threshold,
             outlier_threshold=settings.outlier_threshold,
+            tolerance=settings.tolerance,
             mem_gb=run.mem_gb,
             name=f"{run.name}_reports_wf",
         )

@@ -80,6 +80,7 @@ def init_dwi_reports_wf(
     settings: dict,
     b0_threshold: float = 50.0,
     outlier_threshold: float = 4.0,
+    tolerance: float = 0.0,
     mem_gb: float = 1.0,
     name: str = "dwi_reports_wf",
 ) -> Workflow:
@@ -98,6 +99,9 @@ def init_dwi_reports_wf(
     outlier_threshold : float
         Robust z-score of the similarity below which a volume is an outlier (used when the
         confounds have no ``outlier`` column, and to draw the thresholds).
+    tolerance : float
+        Convergence tolerance of the estimation passes (mm; 0: none): the QC metrics say
+        whether the last pass stayed below it, and a warning is logged when it did not.
     mem_gb : float
         Size of one in-memory copy of the series (GB).
 
@@ -121,7 +125,7 @@ def init_dwi_reports_wf(
     outputnode = pe.Node(niu.IdentityInterface(fields=["qc"]), name="outputnode")
 
     thresholds = {"b0_threshold": b0_threshold, "outlier_threshold": outlier_threshold}
-    qc = pe.Node(QCMetrics(**thresholds), name="qc", run_without_submitting=True)
+    qc = pe.Node(QCMetrics(tolerance=tolerance, **thresholds), name="qc", run_without_submitting=True)
     summary = pe.Node(RunSummary(settings=settings, **thresholds), name="summary")
     gradients = pe.Node(GradientsPlot(b0_threshold=b0_threshold), name="gradients")
     motion = pe.Node(MotionPlot(**thresholds), name="motion")
@@ -153,7 +157,7 @@ def init_dwi_reports_wf(
 
     # fmt: off
     workflow.connect(exports + [
-        (inputnode, qc, [("confounds", "in_confounds")]),
+        (inputnode, qc, [("confounds", "in_confounds"), ("pass_volume_changes", "pass_changes")]),
         (inputnode, summary, [("confounds", "in_confounds")]),
         (qc, summary, [("qc", "qc")]),
         (inputnode, gradients, [("in_bval", "in_bval"), ("bvec_orig", "in_bvec"), ("out_bvec", "out_bvec"),
