@@ -138,6 +138,23 @@ def test_outputs_page_summarises_every_confounds_column():
         assert word in prose, column
 
 
+def test_exit_code_tables_list_every_code():
+    """usage.rst and troubleshooting.rst list the exit codes the program has, no more."""
+    from dmriprep_motion.cli import parser
+
+    codes = {value for name, value in vars(parser).items() if name.startswith("EXIT_")}
+    assert {130, 143} <= codes
+    usage = (DOCS / "usage.rst").read_text().split("Exit codes\n")[1].split("Examples\n")[0]
+    assert {int(c) for c in re.findall(r"^   \* - (\d+)$", usage, re.M)} == codes
+    trouble = re.search(
+        r"^Code +Meaning\n=+ =+\n(.*?)^=+ =+$", (DOCS / "troubleshooting.rst").read_text(), re.M | re.S
+    )
+    assert {int(c) for c in re.findall(r"^(\d+) +\S", trouble.group(1), re.M)} == codes
+    # The codes are returned through these names (no bare numbers left in the entry point).
+    source = (ROOT / "dmriprep_motion" / "cli" / "run.py").read_text()
+    assert not re.search(r"(code = |return )\d", source)
+
+
 def test_every_page_is_in_the_toctree():
     index = (DOCS / "index.rst").read_text()
     entries = set(re.findall(r"^   (\S+)$", index, re.M))

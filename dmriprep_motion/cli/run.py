@@ -12,7 +12,9 @@ from pathlib import Path
 
 from dmriprep_motion.cli.parser import (
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     EXIT_VALIDATION,
     build_parser,
@@ -334,10 +336,10 @@ def main(argv: list[str] | None = None) -> None:
             code = run(argv)
     except KeyboardInterrupt:
         LOGGER.error("interrupted; re-run with the same --work-dir to resume")
-        code = 130
+        code = EXIT_INTERRUPTED
     except Terminated:
         LOGGER.error("terminated (SIGTERM); re-run with the same --work-dir to resume")
-        code = 143
+        code = EXIT_TERMINATED
     sys.exit(code)
 
 
