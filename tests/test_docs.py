@@ -110,6 +110,63 @@ def test_outputs_page_lists_every_derivative():
     assert ".. include:: _generated/qc.rst.inc" in text
 
 
+def _list_table(text: str, caption: str) -> str:
+    """The body of the ``list-table`` with ``caption`` (up to the next unindented line)."""
+    body = text.split(f".. list-table:: {caption}\n", 1)[1]
+    end = re.search(r"^\S", body, re.M)
+    return body[: end.start()] if end else body
+
+
+def test_outputs_page_lists_every_report_figure(tmp_path):
+    """The figures table names exactly the files the reports workflow writes, and nothing else."""
+    from dmriprep_motion.workflows.reports import init_dwi_reports_wf
+
+    stem = "sub-01_dir-AP"
+    wf = init_dwi_reports_wf(output_dir=tmp_path, subject="01", stem=stem, settings={})
+    written = set()
+    for node in wf._get_all_nodes():
+        if node.name.startswith("export_"):
+            path = Path(node.inputs.out_file)
+            assert path.parent == tmp_path.absolute() / "sub-01" / "figures"
+            assert path.name.startswith(f"{stem}_")
+            written.add("<stem>" + path.name.removeprefix(stem))
+    assert len(written) == 8  # summary (html), volumes (gif) and six svg figures
+    table = _list_table(
+        (DOCS / "outputs.rst").read_text(), "Figures per DWI series, in ``<output_dir>/sub-<label>/figures/``"
+    )
+    documented = re.findall(r"^   \* - ``(<stem>_[^`]+)``$", table, re.M)
+    assert len(documented) == len(set(documented)) and set(documented) == written
+
+
+def test_outputs_page_summarises_every_confounds_column():
+    from dmriprep_motion.confounds import column_metadata
+
+    text = (DOCS / "outputs.rst").read_text()
+    row = re.search(r"``<stem>_desc-confounds_timeseries.tsv``\n +- (.+?)\n   \*", text, re.S)
+    prose = " ".join(row.group(1).split())
+    words = {"trans": "motion parameters", "rot": "motion parameters", "bval": "b-value"}
+    for column in column_metadata("Rigid"):
+        word = words.get(column.split("_")[0], column.replace("_", " "))
+        assert word in prose, column
+
+
+def test_exit_code_tables_list_every_code():
+    """usage.rst and troubleshooting.rst list the exit codes the program has, no more."""
+    from dmriprep_motion.cli import parser
+
+    codes = {value for name, value in vars(parser).items() if name.startswith("EXIT_")}
+    assert {130, 143} <= codes
+    usage = (DOCS / "usage.rst").read_text().split("Exit codes\n")[1].split("Examples\n")[0]
+    assert {int(c) for c in re.findall(r"^   \* - (\d+)$", usage, re.M)} == codes
+    trouble = re.search(
+        r"^Code +Meaning\n=+ =+\n(.*?)^=+ =+$", (DOCS / "troubleshooting.rst").read_text(), re.M | re.S
+    )
+    assert {int(c) for c in re.findall(r"^(\d+) +\S", trouble.group(1), re.M)} == codes
+    # The codes are returned through these names (no bare numbers left in the entry point).
+    source = (ROOT / "dmriprep_motion" / "cli" / "run.py").read_text()
+    assert not re.search(r"(code = |return )\d", source)
+
+
 def test_every_page_is_in_the_toctree():
     index = (DOCS / "index.rst").read_text()
     entries = set(re.findall(r"^   (\S+)$", index, re.M))

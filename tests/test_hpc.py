@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import subprocess
@@ -15,7 +16,9 @@ from dmriprep_motion.cli import hpc
 from dmriprep_motion.cli.parser import build_parser
 from dmriprep_motion.cli.run import _plugin
 from dmriprep_motion.data import load
+from dmriprep_motion.workflows import resources
 from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
+from tests._datasets import FAST_ARGS, small_dataset
 
 FAKE_APP = """#!/bin/bash
 # Records how it was called, like the real dmriprep-motion would receive it.
@@ -31,6 +34,26 @@ def _fake_bin(tmp_path: Path, name: str, text: str) -> Path:
     exe.write_text(text)
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     return bindir
+
+
+#: Stand-ins for the scheduler commands Nipype's SLURM and SGE plugins call. Each records
+#: its arguments in $RECORD_DIR/<command>.txt and answers as the real one would.
+FAKE_SCHEDULER = {
+    "sbatch": 'echo "Submitted batch job 4242"',
+    "squeue": 'printf "JOBID PARTITION NAME\\n 4242 normal job\\n"',
+    "qsub": 'echo "Your job 4242 (\\"job\\") has been submitted"',
+    "qstat": "echo \"<?xml version='1.0'?><job_info><queue_info/><job_info/></job_info>\"",
+}
+
+
+def _fake_scheduler(tmp_path: Path, monkeypatch) -> Path:
+    """Put fake sbatch, squeue, qsub and qstat first on PATH; return where they record their calls."""
+    for name, answer in FAKE_SCHEDULER.items():
+        bindir = _fake_bin(tmp_path, name, f'#!/bin/bash\necho "$@" >> "$RECORD_DIR/{name}.txt"\n{answer}\n')
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("RECORD_DIR", str(tmp_path))
+    monkeypatch.setenv("LOGNAME", "tester")  # Nipype names the jobs after it
+    return tmp_path
 
 
 def _run_task(
@@ -161,7 +184,7 @@ def test_no_participants_is_an_error(tmp_path):
         ("multiproc.yml", "MultiProc", "n_procs"),
     ],
 )
-def test_shipped_plugin_files_parse_and_reach_nipype(tmp_path, name, plugin, key):
+def test_shipped_plugin_files_parse_and_reach_nipype(tmp_path, monkeypatch, name, plugin, key):
     path = load(f"plugins/{name}")
     spec = yaml.safe_load(path.read_text())
     assert set(spec) == {"plugin", "plugin_args"}
@@ -178,6 +201,12 @@ def test_shipped_plugin_files_parse_and_reach_nipype(tmp_path, name, plugin, key
     if plugin == "SLURM":
         instance = cls(plugin_args=args)
         assert instance._sbatch_args == args["sbatch_args"] and instance.max_jobs == args["max_jobs"]
+    elif plugin == "SGE":
+        # SGEPlugin.__init__ runs qstat (jobs already queued): a stand-in answers.
+        _fake_scheduler(tmp_path, monkeypatch)
+        instance = cls(plugin_args=args)
+        assert instance._qsub_args == args["qsub_args"] and instance.max_jobs == args["max_jobs"]
+        assert "-xml" in (tmp_path / "qstat.txt").read_text().split()
     elif plugin == "MultiProc":
         instance = cls(plugin_args=args)
         assert instance.processors == args["n_procs"] and instance.memory_gb == args["memory_gb"]
@@ -197,32 +226,248 @@ def test_invalid_plugin_file_is_a_usage_error(tmp_path):
     assert err.value.code == 64
 
 
-#: Nodes that load the whole series or run ANTs, and how much memory they need, in
-#: units of one in-memory copy of the series (None: a fixed amount, per volume).
+# --- --use-plugin through the command line --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_bids(ds_xa30, tmp_path_factory) -> Path:
+    """One participant, one 11-volume run (1 b0, 10 at b=2500): enough to build the workflow."""
+    return small_dataset(ds_xa30, tmp_path_factory.mktemp("hpc") / "bids")
+
+
+@pytest.mark.parametrize("name", ["slurm.yml", "sge.yml", "multiproc.yml"])
+def test_use_plugin_reaches_workflow_run(tmp_path, monkeypatch, tiny_bids, name):
+    """run() hands the plugin file's name and arguments to Workflow.run, and per-node requests."""
+    from nipype.pipeline import engine as pe
+
+    from dmriprep_motion.cli.run import run
+    from dmriprep_motion.reports import assemble
+
+    calls = []
+
+    def fake_run(self, plugin=None, plugin_args=None, updatehash=False):  # noqa: ARG001
+        nodes = list(self._get_all_nodes())
+        calls.append((plugin, dict(plugin_args), {n.fullname: dict(n.plugin_args) for n in nodes}))
+
+    monkeypatch.setattr(pe.Workflow, "run", fake_run)
+    monkeypatch.setattr(assemble, "write_subject_reports", lambda *args, **kwargs: None)
+    path = load(f"plugins/{name}")
+    spec = yaml.safe_load(path.read_text())
+    code = run([str(tiny_bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+                "--use-plugin", str(path), *FAST_ARGS])  # fmt: skip
+    assert code == 0 and len(calls) == 1
+    plugin, plugin_args, node_args = calls[0]
+    assert plugin == spec["plugin"]
+    callback = plugin_args.pop("status_callback")  # progress logging, added by run()
+    assert callable(callback) and plugin_args == spec["plugin_args"]
+    requested = {fullname: args for fullname, args in node_args.items() if args}
+    key = resources.SCHEDULER_ARGS.get(plugin)
+    if key is None:  # MultiProc reads the hints itself
+        assert not requested
+        return
+    assert any(f.endswith(".register") for f in requested) and any(f.endswith(".final") for f in requested)
+    for fullname, args in requested.items():
+        assert set(args) == {key, "overwrite"} and args["overwrite"] is True, fullname
+        assert "-l h_rt=00:30:00" in args[key] or "--time=00:30:00" in args[key]  # the file's own options
+
+
+def test_bad_scheduler_arguments_are_a_usage_error(tmp_path, tiny_bids):
+    from dmriprep_motion.cli.run import run
+
+    bad = tmp_path / "slurm.yml"
+    bad.write_text('plugin: SLURM\nplugin_args:\n  sbatch_args: "--comment=\'unbalanced"\n')
+    code = run([str(tiny_bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+                "--use-plugin", str(bad), *FAST_ARGS])  # fmt: skip
+    assert code == 64 and not (tmp_path / "out").exists()
+
+
+# --- resource hints ---------------------------------------------------------------------
+
+#: Every node that does real work (submitted, not an IdentityInterface) is listed in
+#: exactly one of these two tables, matched on "<parent workflow>.<node>".
+#:
+#: HEAVY: nodes holding the series or running ANTs, with their memory in units of one
+#: in-memory copy of the series (None: a fixed per-volume amount; ANTs registrations).
 HEAVY = {
-    "validate": 2, "split": 1, "b0ref": 1, "align_b0": None, "moved": 2, "predict": 2,
-    "register": None, "final": 2, "similarity": 1,
+    "dwi_reference_wf.validate": 2, "dwi_reference_wf.split": 1, "dwi_reference_wf.b0ref": 1,
+    "dwi_reference_wf.align_b0": None,
+    "hmc_pass*_wf.moved": 2, "hmc_pass*_wf.predict": 2, "hmc_pass*_wf.outliers": 1,
+    "hmc_pass*_wf.shell_means": 1, "hmc_pass*_wf.register": None, "hmc_pass*_wf.align_shells": None,
+    "*_motion_wf.final": 2, "*_motion_wf.similarity": 1,
+    "*_reports_wf.averages": 2, "*_reports_wf.volumes": 3,
+}  # fmt: skip
+#: LIGHT: nodes that only hold transforms, file lists, tables or a few 3D images, whatever
+#: the size of the series. They keep Nipype's defaults (0.2 GB, one process), hence the
+#: plugin file's options under SLURM/SGE. (The figures measured 35-60 MB above the Python
+#: interpreter on ds-xa30.)
+LIGHT = {
+    "dwi_reference_wf.b0_files",  # file names
+    "dwi_reference_wf.init", "hmc_pass*_wf.merge", "hmc_pass*_wf.anchor",  # transforms (+ 3D mask)
+    "dwi_reference_wf.mask",  # median_otsu on the 3D b0 reference
+    "*_motion_wf.confounds",  # transforms -> TSV
+    "*_reports_wf.summary", "*_reports_wf.gradients", "*_reports_wf.motion",  # tables, b-vectors
+    "*_reports_wf.convergence", "*_reports_wf.similarity",
+    "*_reports_wf.avgdwi", "*_reports_wf.b0ref",  # 3D averages and the mask
 }  # fmt: skip
 
 
+def _subject_wf(bids: Path, out: Path, **settings):
+    """The real per-participant workflow of ``bids`` (one participant) and its series size (GB)."""
+    from dmriprep_motion.bids import collect_runs
+    from dmriprep_motion.workflows.base import Settings, init_single_subject_wf
+
+    ((subject, runs),) = collect_runs(bids).items()
+    wf = init_single_subject_wf(subject=subject, runs=runs, output_dir=out, bids_dir=bids,
+                                settings=Settings(**settings))  # fmt: skip
+    return wf, runs[0].mem_gb
+
+
+def _classify(node) -> str | None:
+    """``HEAVY``/``LIGHT`` pattern of a node; None for nodes Nipype runs in-process or drops."""
+    from fnmatch import fnmatch
+
+    from nipype.interfaces.utility import IdentityInterface
+
+    if node.run_without_submitting or isinstance(node.interface, IdentityInterface):
+        return None  # run in the main process / removed from the executed graph by Nipype
+    local = ".".join(node.fullname.split(".")[-2:])
+    matches = [p for p in (*HEAVY, *LIGHT) if fnmatch(local, p)]
+    assert len(matches) == 1, f"{node.fullname}: classify it in HEAVY or LIGHT ({matches})"
+    return matches[0]
+
+
 @pytest.mark.parametrize("passes", [1, 2])
-def test_heavy_nodes_carry_resource_hints(passes):
-    wf = init_dwi_motion_wf(model="dti", passes=passes, omp_nthreads=3, mem_gb=1.5)
-    nodes = list(wf._get_all_nodes())
-    by_name: dict[str, list] = {}
-    for node in nodes:
-        by_name.setdefault(node.name, []).append(node)
-    assert set(HEAVY) <= set(by_name)
-    assert len(by_name["register"]) == len(by_name["predict"]) == len(by_name["moved"]) == passes
-    for name, factor in HEAVY.items():
-        for node in by_name[name]:
-            # Explicit hints, not Nipype's defaults (0.2 GB, 1 process).
-            assert node.mem_gb != pytest.approx(0.2), node.fullname
-            if factor is not None:
-                assert node.mem_gb == pytest.approx(factor * 1.5), node.fullname
-    for node in by_name["register"] + by_name["align_b0"]:
-        assert node.n_procs == 3  # ANTs threads = omp_nthreads: MultiProc reserves them
-        assert node.inputs.num_threads == 3
+def test_every_node_carries_resource_hints(tmp_path, tiny_bids, passes):
+    wf, series_gb = _subject_wf(tiny_bids, tmp_path / "out", passes=passes, omp_nthreads=3)
+    seen: dict[str, int] = {}
+    for node in wf._get_all_nodes():
+        pattern = _classify(node)
+        if pattern is None:
+            continue
+        seen[pattern] = seen.get(pattern, 0) + 1
+        ants = type(node.interface).__name__ == "SkippableRegistration"
+        if pattern in LIGHT:
+            assert not resources.has_hints(node), node.fullname
+            continue
+        assert resources.has_hints(node) and node.mem_gb != pytest.approx(0.2), node.fullname
+        if HEAVY[pattern] is not None:
+            assert node.mem_gb == pytest.approx(HEAVY[pattern] * series_gb), node.fullname
+        # ANTs threads = omp_nthreads, reserved by MultiProc; the other nodes use one thread.
+        assert node.n_procs == (3 if ants else 1), node.fullname
+        if ants:
+            assert node.inputs.num_threads == 3
+    assert set(seen) == set(HEAVY) | set(LIGHT)  # every listed node exists (tables not stale)
+    for per_pass in ("hmc_pass*_wf.register", "hmc_pass*_wf.predict", "hmc_pass*_wf.align_shells"):
+        assert seen[per_pass] == passes
     # Hints scale with the series: a bigger series asks for more memory.
     big = {n.name: n.mem_gb for n in init_dwi_motion_wf(model="dti", passes=1, mem_gb=6.0)._get_all_nodes()}
     assert big["final"] == pytest.approx(12.0) and big["validate"] == pytest.approx(12.0)
+
+
+def _options(args: str, name: str) -> list[str]:
+    """Values of option ``name`` (``--name=value`` or ``-name value``) in a command line."""
+    import shlex
+
+    tokens = shlex.split(args)
+    if name.startswith("--"):
+        return [t.split("=", 1)[1] for t in tokens if t.startswith(f"{name}=")]
+    width = 2 if name == "-pe" else 1  # -pe <name> <slots>
+    return [" ".join(tokens[i + 1 : i + 1 + width]) for i, t in enumerate(tokens) if t == name]
+
+
+@pytest.mark.parametrize("plugin", ["SLURM", "SLURMGraph", "SGE", "SGEGraph"])
+def test_scheduler_requests_follow_the_hints(tmp_path, tiny_bids, plugin):
+    wf, _ = _subject_wf(tiny_bids, tmp_path / "out", passes=1, omp_nthreads=4)
+    name = "sge.yml" if plugin.startswith("SGE") else "slurm.yml"
+    plugin_args = yaml.safe_load(load(f"plugins/{name}").read_text())["plugin_args"]
+    count = resources.apply_scheduler_hints(wf, plugin, plugin_args)
+    heavy = 0
+    for node in wf._get_all_nodes():
+        pattern = _classify(node)
+        if pattern not in HEAVY:
+            assert node.plugin_args == {}, node.fullname  # the plugin file's options apply
+            continue
+        heavy += 1
+        mem_mb = resources.job_memory_mb(node.mem_gb)
+        assert mem_mb == math.ceil((node.mem_gb + 0.5) * 1024)
+        assert node.plugin_args["overwrite"] is True
+        if plugin.startswith("SLURM"):
+            args = node.plugin_args["sbatch_args"]
+            assert _options(args, "--mem") == [f"{mem_mb}M"], node.fullname
+            assert _options(args, "--cpus-per-task") == [str(node.n_procs)], node.fullname
+            assert _options(args, "--time") == ["00:30:00"]  # kept from the plugin file
+        else:
+            args = node.plugin_args["qsub_args"]
+            slots = node.n_procs
+            per_slot = math.ceil(mem_mb / slots)
+            assert _options(args, "-l") == ["h_rt=00:30:00", f"h_vmem={per_slot}M"], node.fullname
+            assert _options(args, "-pe") == [f"smp {slots}"], node.fullname  # PE of the plugin file
+            assert args.startswith("-V -cwd ")
+    assert count == heavy and heavy >= len(HEAVY)
+    assert resources.apply_scheduler_hints(wf, "MultiProc", {"n_procs": 2}) == 0
+
+
+def test_scheduler_option_rewriting():
+    # Every spelling of the replaced options goes; the others stay, in order.
+    site = "-p normal --mem 8G -c4 --cpus-per-task=2 --mem-per-cpu=1G --comment='a b'"
+    args = resources.slurm_args(site, 100, 3)
+    assert args == "-p normal '--comment=a b' --mem=100M --cpus-per-task=3"
+    assert resources.slurm_args("", 100, 1) == "--mem=100M --cpus-per-task=1"
+    # SGE: only the memory resource leaves a -l list; the PE is named by the caller or the file.
+    args = resources.sge_args("-q all.q -l h_rt=1:00:00,h_vmem=4G -pe mpi 1", 1000, 4, pe_name="smp")
+    assert args == "-q all.q -l h_rt=1:00:00 -l h_vmem=250M -pe smp 4"
+    args = resources.sge_args("-l h_vmem=4G", 1000, 4, mem_resource="mem_free")
+    assert args == "-l h_vmem=4G -l mem_free=1000M"  # no PE anywhere: one slot, all the memory
+
+
+def test_requests_reach_sbatch_and_qsub(tmp_path, monkeypatch):
+    """Through Nipype's own SLURM/SGE plugins, a node's requests end up on the command line."""
+    from nipype.interfaces import utility as niu
+    from nipype.pipeline import engine as pe
+    from nipype.pipeline.plugins import SGEPlugin, SLURMPlugin
+
+    record = _fake_scheduler(tmp_path, monkeypatch)
+    wf = pe.Workflow(name="wf", base_dir=str(tmp_path / "work"))
+    light = pe.Node(niu.Function(function=_identity), name="light")
+    heavy = pe.MapNode(niu.Function(function=_identity), iterfield=["x"], name="heavy", mem_gb=1.5, n_procs=3)
+    heavy.inputs.x = [1, 2]
+    wf.add_nodes([light, heavy])
+    script = tmp_path / "batch.sh"
+    script.write_text("#!/bin/bash\n")
+    for cls, name in ((SLURMPlugin, "slurm.yml"), (SGEPlugin, "sge.yml")):
+        args = yaml.safe_load(load(f"plugins/{name}").read_text())["plugin_args"]
+        resources.apply_scheduler_hints(wf, cls.__name__.removesuffix("Plugin"), args)
+        plugin = cls(plugin_args=args)
+        # A MapNode is submitted as one job per iteration: its options are passed on.
+        _, iteration = next(heavy._make_nodes(cwd=str(tmp_path / "work" / "wf" / "heavy")))
+        for node in (light, iteration):
+            node.base_dir = str(tmp_path / "work")
+            assert plugin._submit_batchtask(str(script), node) == 4242
+    sbatch = (record / "sbatch.txt").read_text().splitlines()
+    assert "--mem=4G --cpus-per-task=1" in sbatch[0]  # light node: the file's options
+    assert "--mem=2048M --cpus-per-task=3" in sbatch[1] and "--mem=4G" not in sbatch[1]
+    qsub = (record / "qsub.txt").read_text().splitlines()
+    assert "-l h_vmem=4G -pe smp 1" in qsub[0]
+    assert "-l h_rt=00:30:00 -l h_vmem=683M -pe smp 3" in qsub[1] and "4G" not in qsub[1]
+    # SLURM asks squeue whether a job is still queued.
+    assert SLURMPlugin(plugin_args={})._is_pending(4242)
+    assert (record / "squeue.txt").read_text().split() == ["-j", "4242"]
+
+
+def _identity(x=None):
+    return x
+
+
+def test_hpc_page_describes_the_hints():
+    """docs/hpc.rst names every heavy node with its memory, and the SLURM/SGE options."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "hpc.rst").read_text()
+    section = " ".join(text.split("Resource hints\n--------------", 1)[1].split())
+    for pattern, factor in HEAVY.items():
+        name = pattern.split(".")[-1]
+        assert f"``{name}``" in section, name
+        if factor is not None:
+            group = {3: "3 *S* for", 2: "2 *S* for", 1: "; *S* for"}[factor]
+            assert f"``{name}``" in section.split(group, 1)[1].split(";")[0], (name, factor)
+    for option in ("--mem=<MB>M", "--cpus-per-task=<n_procs>", "h_vmem", "-pe <pe> <n_procs>", "overwrite"):
+        assert option in section, option
+    assert f"plus {resources.JOB_OVERHEAD_GB:g} GB" in section

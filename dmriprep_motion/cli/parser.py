@@ -15,6 +15,9 @@ EXIT_FAILURE = 1
 EXIT_VALIDATION = 16
 EXIT_USAGE = 64
 EXIT_NO_INPUT = 66
+#: Stopped by a signal (shell convention 128 + signal number); the work directory resumes.
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
+EXIT_TERMINATED = 143  # SIGTERM (batch scheduler, timeout, kill)
 
 DESCRIPTION = f"""\
 dmriprep-motion {__version__}: leave-one-volume-out head-motion correction for diffusion MRI.

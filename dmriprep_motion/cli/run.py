@@ -12,7 +12,9 @@ from pathlib import Path
 
 from dmriprep_motion.cli.parser import (
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     EXIT_VALIDATION,
     build_parser,
@@ -90,6 +92,27 @@ def _plugin(opts) -> tuple[str, dict]:
     return "MultiProc", args
 
 
+def _request_resources(workflow, plugin: str, plugin_args: dict, source: Path | None) -> None:
+    """Turn the nodes' resource hints into per-node SLURM/SGE options (other plugins: nothing).
+
+    Raises
+    ------
+    dmriprep_motion.bids.InputError
+        When the plugin file's ``sbatch_args``/``qsub_args`` cannot be parsed (usage error).
+    """
+    from dmriprep_motion.workflows.resources import SCHEDULER_ARGS, apply_scheduler_hints
+
+    if plugin not in SCHEDULER_ARGS:
+        return
+    try:
+        count = apply_scheduler_hints(workflow, plugin, plugin_args)
+    except ValueError as err:  # shlex: unbalanced quotes
+        from dmriprep_motion.bids import InputError
+
+        raise InputError(f"invalid {SCHEDULER_ARGS[plugin]} in {source}: {err}", EXIT_USAGE) from None
+    LOGGER.info("%s: memory and CPU requests of %d node(s) taken from their resource hints", plugin, count)
+
+
 def _log_ants() -> None:
     from dmriprep_motion.ants import describe_ants
 
@@ -161,6 +184,7 @@ def run(argv: list[str] | None = None) -> int:
         configure_nipype(work_dir, opts.verbose)
         _log_ants()
         workflow = _build(opts, runs, bids_dir, output_dir, work_dir)
+        _request_resources(workflow, plugin, plugin_args, opts.use_plugin)
     except InputError as err:
         LOGGER.error("%s", err)
         return err.code
@@ -312,10 +336,10 @@ def main(argv: list[str] | None = None) -> None:
             code = run(argv)
     except KeyboardInterrupt:
         LOGGER.error("interrupted; re-run with the same --work-dir to resume")
-        code = 130
+        code = EXIT_INTERRUPTED
     except Terminated:
         LOGGER.error("terminated (SIGTERM); re-run with the same --work-dir to resume")
-        code = 143
+        code = EXIT_TERMINATED
     sys.exit(code)
 
 

@@ -109,7 +109,10 @@ def init_hmc_pass_wf(
     select_moving = pe.Node(SelectItems(), name="select_moving", run_without_submitting=True)
     select_init = pe.Node(SelectItems(), name="select_init", run_without_submitting=True)
     converged = pe.Node(CheckConvergence(tolerance=tolerance), name="converged", run_without_submitting=True)
-    outliers = pe.Node(FlagOutliers(threshold=outlier_threshold, b0_threshold=b0_threshold), name="outliers")
+    # Reads the moved series volume by volume, with the previous predictions (as ``similarity``).
+    outliers = pe.Node(
+        FlagOutliers(threshold=outlier_threshold, b0_threshold=b0_threshold), name="outliers", mem_gb=mem_gb
+    )
     register = init_registration_node(
         name="register",
         settings=settings,
