@@ -68,6 +68,7 @@ class DWIRun:
     metadata: dict = field(default_factory=dict)
     shape: tuple[int, ...] = ()
     bvals: np.ndarray | None = None
+    bvecs: np.ndarray | None = None
 
     @property
     def stem(self) -> str:
@@ -294,6 +295,7 @@ def validate_run(run: DWIRun, b0_threshold: float = 50.0) -> None:
         raise InputError(str(err), 16) from None
     run.shape = tuple(int(s) for s in shape)
     run.bvals = gtab.bvals
+    run.bvecs = gtab.bvecs
     LOGGER.info(
         "found %s: %d volumes (%d b0), shells %s",
         run.dwi.name,
