@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -356,13 +358,32 @@ def validate_run(run: DWIRun, b0_threshold: float = 50.0) -> None:
 
 
 # ---------------------------------------------------------------- writing outputs
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary name next to ``path``; on success rename it to ``path`` atomically.
+
+    Whatever writes the temporary file (Python, pandoc, a report generator), readers
+    see either the previous ``path`` or the complete new one, never a partial file.
+    If the body raises (or is interrupted), the temporary file is removed and
+    ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : path
+        Final file name; its folder is created if needed.
+
+    Yields
+    ------
+    pathlib.Path
+        ``.<name>.<random>.tmp`` in the same folder (same file system, so the rename
+        is atomic), created empty.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fobj:
-            fobj.write(text)
+        yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -370,20 +391,18 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def atomic_copy(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through a temporary file and an atomic rename."""
     import shutil
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dataset_description(bids_dir: Path) -> dict:
