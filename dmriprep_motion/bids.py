@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +72,7 @@ class DWIRun:
     metadata: dict = field(default_factory=dict)
     shape: tuple[int, ...] = ()
     bvals: np.ndarray | None = None
+    bvecs: np.ndarray | None = None
 
     @property
     def stem(self) -> str:
@@ -111,7 +114,18 @@ def _load_filters(filter_file: Path | None) -> dict:
         raise InputError(f"cannot read the BIDS filter file {filter_file}: {err}", 64) from None
     if not isinstance(filters, dict):
         raise InputError(f"the BIDS filter file must hold a JSON object: {filter_file}", 64)
-    return filters.get("dwi", filters)
+    filters = filters.get("dwi", filters)
+    if not isinstance(filters, dict):
+        raise InputError(f"the 'dwi' entry of the BIDS filter file must be a JSON object: {filter_file}", 64)
+    for entity, value in filters.items():
+        values = value if isinstance(value, list) else [value]
+        if not all(v is None or isinstance(v, str | int | float | bool) for v in values):
+            raise InputError(
+                f"invalid BIDS filter: the value of {entity!r} must be a string, number, boolean, "
+                f"null or a list of them (got {json.dumps(value)})",
+                64,
+            )
+    return filters
 
 
 def check_bids_root(bids_dir: Path) -> None:
@@ -124,9 +138,45 @@ def check_bids_root(bids_dir: Path) -> None:
     if not description.is_file():
         raise InputError(f"not a BIDS dataset (no dataset_description.json): {bids_dir}", 16)
     try:
-        json.loads(description.read_text())
+        content = json.loads(description.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"invalid dataset_description.json ({err}): {bids_dir}", 16) from None
+    if not isinstance(content, dict):
+        raise InputError(f"invalid dataset_description.json (not a JSON object): {bids_dir}", 16)
+
+
+#: Top-level folders of a BIDS dataset that pybids does not index.
+_NOT_INDEXED = {"code", "derivatives", "models", "sourcedata", "stimuli"}
+
+
+def _first_bad_json(bids_dir: Path) -> tuple[str, str] | None:
+    """The first JSON file pybids indexes that is not a readable JSON object, and why."""
+    for path in sorted(Path(bids_dir).rglob("*.json")):
+        rel = path.relative_to(bids_dir)
+        if rel.parts[0] in _NOT_INDEXED or any(part.startswith(".") for part in rel.parts):
+            continue
+        try:
+            content = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            return rel.as_posix(), str(err)
+        if not isinstance(content, dict):
+            return rel.as_posix(), "not a JSON object"
+    return None
+
+
+def _layout(bids_dir: Path):
+    """Index ``bids_dir`` with pybids; a malformed JSON sidecar is an :class:`InputError` (16)."""
+    from bids import BIDSLayout
+
+    try:
+        return BIDSLayout(str(bids_dir), validate=False, derivatives=False)
+    except (OSError, TypeError, ValueError):
+        # pybids reads every sidecar while indexing and raises OSError (bad JSON) or
+        # TypeError (JSON that is not an object) without a usable message: find the file.
+        bad = _first_bad_json(bids_dir)
+        if bad is None:
+            raise
+        raise InputError(f"invalid JSON sidecar {bad[0]} ({bad[1]})", 16) from None
 
 
 def collect_runs(
@@ -143,11 +193,9 @@ def collect_runs(
     InputError
         With the BIDS-Apps exit code: 16 for invalid data, 66 when nothing matches.
     """
-    from bids import BIDSLayout
-
     check_bids_root(bids_dir)
     filters = _load_filters(filter_file)
-    layout = BIDSLayout(str(bids_dir), validate=False, derivatives=False)
+    layout = _layout(bids_dir)
     available = sorted(layout.get_subjects())
     if not available:
         raise InputError(f"no participants (sub-*) found in {bids_dir}", 66)
@@ -164,11 +212,16 @@ def collect_runs(
     if sessions:
         query["session"] = sessions
     runs: dict[str, list[DWIRun]] = {}
+    from sqlalchemy.exc import SQLAlchemyError  # pybids' database
+
     for subject in wanted:
         try:
             files = layout.get(subject=subject, return_type="file", **query)
         except (ValueError, TypeError) as err:
             raise InputError(f"invalid BIDS filter ({err})", 64) from None
+        except SQLAlchemyError as err:  # a value the database cannot compare with
+            first = str(getattr(err, "orig", None) or err).splitlines()[0]
+            raise InputError(f"invalid BIDS filter ({first})", 64) from None
         runs[subject] = [_make_run(layout, Path(f), b0_threshold) for f in sorted(files)]
     empty = [s for s, found in runs.items() if not found]
     if empty:
@@ -296,6 +349,7 @@ def validate_run(run: DWIRun, b0_threshold: float = 50.0) -> None:
         raise InputError(str(err), 16) from None
     run.shape = tuple(int(s) for s in shape)
     run.bvals = gtab.bvals
+    run.bvecs = gtab.bvecs
     LOGGER.info(
         "found %s: %d volumes (%d b0), shells %s",
         run.dwi.name,
@@ -306,13 +360,32 @@ def validate_run(run: DWIRun, b0_threshold: float = 50.0) -> None:
 
 
 # ---------------------------------------------------------------- writing outputs
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary name next to ``path``; on success rename it to ``path`` atomically.
+
+    Whatever writes the temporary file (Python, pandoc, a report generator), readers
+    see either the previous ``path`` or the complete new one, never a partial file.
+    If the body raises (or is interrupted), the temporary file is removed and
+    ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : path
+        Final file name; its folder is created if needed.
+
+    Yields
+    ------
+    pathlib.Path
+        ``.<name>.<random>.tmp`` in the same folder (same file system, so the rename
+        is atomic), created empty.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fobj:
-            fobj.write(text)
+        yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -320,20 +393,18 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def atomic_copy(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through a temporary file and an atomic rename."""
     import shutil
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dataset_description(bids_dir: Path) -> dict:

@@ -29,9 +29,112 @@ CHUNK_VOXELS = 40_000
 
 MODEL_NAMES = ("b0", "avgdwi", "dti", "dki", "gp")
 
+#: Gradient directions closer than this angle (degrees, either sign) count as one direction.
+SAME_DIRECTION_DEG = 2.0
+
 
 class ModelError(ValueError):
     """The data cannot support the requested model (a user error)."""
+
+
+def direction_groups(bvecs: np.ndarray, tolerance_deg: float = SAME_DIRECTION_DEG) -> np.ndarray:
+    """Label the gradient directions, one label per distinct direction.
+
+    Directions are antipodally symmetric (``g`` and ``-g`` are the same
+    direction) and two directions closer than ``tolerance_deg`` are the same.
+    Vectors that are not (close to) unit length, such as the zero vectors of b0
+    volumes, have no direction and get the label -1.
+
+    Parameters
+    ----------
+    bvecs : (N, 3) array
+        Gradient directions.
+    tolerance_deg : float
+        Largest angle between two vectors counted as the same direction.
+
+    Returns
+    -------
+    (N,) int array
+        0, 1, … in order of first appearance; -1 for vectors without a direction.
+    """
+    bvecs = np.asarray(bvecs, dtype=float).reshape(-1, 3)
+    labels = np.full(bvecs.shape[0], -1, dtype=int)
+    norms = np.linalg.norm(bvecs, axis=1)
+    cos_tol = np.cos(np.deg2rad(tolerance_deg))
+    reps: list[np.ndarray] = []
+    for i in np.flatnonzero(np.isfinite(norms) & (norms > 0.5)):
+        vec = bvecs[i] / norms[i]
+        if reps:
+            close = np.flatnonzero(np.abs(np.asarray(reps) @ vec) >= cos_tol)
+            if close.size:
+                labels[i] = int(close[0])
+                continue
+        labels[i] = len(reps)
+        reps.append(vec)
+    return labels
+
+
+def leave_one_out_directions(labels: np.ndarray) -> tuple[int, int]:
+    """Distinct directions in a scheme, and the fewest left when one volume is left out.
+
+    Parameters
+    ----------
+    labels : (N,) int array
+        Output of :func:`direction_groups` (-1 entries are ignored).
+
+    Returns
+    -------
+    distinct : int
+        Number of distinct directions.
+    left : int
+        ``distinct`` minus one if some direction was acquired only once (leaving
+        that volume out removes the direction from the fit).
+    """
+    labels = np.asarray(labels)
+    counts = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, dtype=int)
+    distinct = int((counts > 0).sum())
+    return distinct, distinct - int((counts == 1).any())
+
+
+def _snapped(bvecs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Every vector replaced by the first vector of its direction group (unit length)."""
+    out = np.zeros_like(np.asarray(bvecs, dtype=float))
+    for label in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == label)
+        first = bvecs[members[0]]
+        out[members] = first / np.linalg.norm(first)
+    return out
+
+
+def leave_one_out_full_rank(design: np.ndarray, targets: np.ndarray) -> bool:
+    """Whether ``design`` keeps full column rank when any one of the ``targets`` rows is removed.
+
+    Only a row with a large leverage (diagonal of the hat matrix; the leverages sum
+    to the rank) can carry a dimension alone, so the rank is recomputed without each
+    such row only.  Columns are scaled to unit norm first: the rank does not change,
+    and the default tolerance becomes meaningful for columns of very different scales.
+
+    Parameters
+    ----------
+    design : (N, P) array
+        Design matrix, one row per volume.
+    targets : (N,) bool array
+        Rows that may be left out (the diffusion-weighted volumes).
+    """
+    design = np.asarray(design, dtype=float)
+    n_cols = design.shape[1]
+    scale = np.linalg.norm(design, axis=0)
+    if design.shape[0] <= n_cols or not np.all(np.isfinite(design)) or np.any(scale == 0):
+        return False
+    design = design / scale
+    if np.linalg.matrix_rank(design) < n_cols:
+        return False
+    u = np.linalg.svd(design, full_matrices=False)[0]
+    leverage = (u**2).sum(axis=1)
+    for row in np.flatnonzero(np.asarray(targets, dtype=bool) & (leverage > 0.5)):
+        if np.linalg.matrix_rank(np.delete(design, row, axis=0)) < n_cols:
+            return False
+    return True
 
 
 def _train_mask(n_volumes: int, target: int, train: np.ndarray | None) -> np.ndarray:
@@ -59,7 +162,30 @@ class LeaveOneOutModel(ABC):
         self.b0_threshold = b0_threshold
 
     def check(self, bvals: np.ndarray, bvecs: np.ndarray) -> None:  # noqa: B027
-        """Raise :class:`ModelError` if the gradient scheme cannot support the model."""
+        """Raise :class:`ModelError` if the gradient scheme cannot support the model.
+
+        Parameters
+        ----------
+        bvals : (N,) array
+        bvecs : (N, 3) array
+            The real b-vectors (zeros for b0s): repeated or collinear directions
+            count once.
+        """
+
+    def _check_directions(self, bvals: np.ndarray, bvecs: np.ndarray, needed: int) -> None:
+        """Refuse a scheme with fewer than ``needed`` distinct directions in some leave-one-out fit."""
+        bvals = np.asarray(bvals, dtype=float)
+        bvecs = np.asarray(bvecs, dtype=float).reshape(-1, 3)
+        if bvecs.shape[0] != bvals.size:
+            raise ValueError("bvals and bvecs must have one entry per volume")
+        dwi = bvals > self.b0_threshold
+        distinct, left = leave_one_out_directions(direction_groups(bvecs[dwi]))
+        if left < needed:
+            raise ModelError(
+                f"model '{self.name}' needs at least {needed + 1} distinct gradient directions, "
+                f"or {needed} each acquired twice (found {distinct} distinct directions in "
+                f"{int(dwi.sum())} diffusion-weighted volumes); try --model avgdwi or b0"
+            )
 
     @abstractmethod
     def _predict(
@@ -152,18 +278,45 @@ class _DipyModel(LeaveOneOutModel):
         self.fit_method = fit_method
 
     def check(self, bvals, bvecs):
-        dwi = np.asarray(bvals) > self.b0_threshold
-        n_shells = int(shell_labels(np.asarray(bvals), self.b0_threshold).max())
-        # The target is left out, so the fit sees one direction fewer.
-        if dwi.sum() - 1 < self.min_directions:
-            raise ModelError(
-                f"model '{self.name}' needs at least {self.min_directions + 1} diffusion-weighted "
-                f"volumes (found {int(dwi.sum())}); try --model avgdwi or b0"
-            )
+        """Distinct directions, shells, and a design of full rank in every leave-one-out fit."""
+        bvals = np.asarray(bvals, dtype=float)
+        bvecs = np.asarray(bvecs, dtype=float).reshape(-1, 3)
+        # The target is left out, so the fit may see one direction fewer.
+        self._check_directions(bvals, bvecs, self.min_directions)
+        n_shells = int(shell_labels(bvals, self.b0_threshold).max())
         if n_shells < self.min_shells:
             raise ModelError(
                 f"model '{self.name}' needs at least {self.min_shells} non-zero b-value shells "
                 f"(found {n_shells}); use --model dti or gp for single-shell data"
+            )
+        dwi = bvals > self.b0_threshold
+        labels = np.full(bvals.size, -1)
+        labels[dwi] = direction_groups(bvecs[dwi])
+        design = self._design(_gtab(bvals, _snapped(bvecs, labels), self.b0_threshold))
+        if not leave_one_out_full_rank(design, dwi):
+            raise ModelError(
+                f"model '{self.name}' cannot be fit leaving one volume out: its "
+                f"{leave_one_out_directions(labels)[0]} distinct gradient directions and "
+                f"{n_shells} shell(s) do not determine it (e.g. directions in one plane, or no b0); "
+                "try --model gp, avgdwi or b0"
+            )
+
+    def _check_training(self, bvals: np.ndarray) -> None:
+        """The volumes left for one fit (after outliers were excluded) are still enough.
+
+        Volumes are counted, not directions: the scheme's directions were checked before
+        the run (:meth:`check`, on the scanner b-vectors); the b-vectors seen here are
+        rotated by the motion estimates, which must not change the verdict mid-run.
+        """
+        n_dwi = int((bvals > self.b0_threshold).sum())
+        if n_dwi < self.min_directions:
+            raise ModelError(
+                f"model '{self.name}' needs at least {self.min_directions} diffusion-weighted volumes "
+                f"in each fit; {n_dwi} are left once excluded volumes are removed"
+            )
+        if int(shell_labels(bvals, self.b0_threshold).max()) < self.min_shells:
+            raise ModelError(
+                f"model '{self.name}' needs at least {self.min_shells} non-zero b-value shells in each fit"
             )
 
     @abstractmethod
@@ -175,7 +328,7 @@ class _DipyModel(LeaveOneOutModel):
         """DIPY's design matrix of the log-signal (one row per volume)."""
 
     def _predict(self, data, bvals, bvecs, target, train):
-        self.check(bvals[train | (np.arange(bvals.size) == target)], bvecs)
+        self._check_training(bvals[train])
         fallback = self._shell_mean(data, bvals, target, train)
         if self.fit_method == "OLS":
             return self._predict_closed_form(data, bvals, bvecs, target, train, fallback)
@@ -286,10 +439,8 @@ class GPModel(LeaveOneOutModel):
         self.hyperparameters: dict[str, float] = {}
 
     def check(self, bvals, bvecs):
-        if (np.asarray(bvals) > self.b0_threshold).sum() - 1 < self.min_directions:
-            raise ModelError(
-                f"model 'gp' needs at least {self.min_directions + 1} diffusion-weighted volumes"
-            )
+        """Enough distinct directions to predict each one from others."""
+        self._check_directions(bvals, bvecs, self.min_directions)
 
     @staticmethod
     def _angles(bvecs: np.ndarray) -> np.ndarray:
@@ -330,7 +481,11 @@ class GPModel(LeaveOneOutModel):
         return best[1]
 
     def _predict(self, data, bvals, bvecs, target, train):
-        self.check(bvals, bvecs)
+        # Volumes, not directions, as for DTI/DKI (see _DipyModel._check_training).
+        if (bvals > self.b0_threshold).sum() - 1 < self.min_directions:
+            raise ModelError(
+                f"model 'gp' needs at least {self.min_directions + 1} diffusion-weighted volumes"
+            )
         cols, resid, means, labels = self._normalized(data, bvals, train)
         if labels[target] == 0:  # b0 target: the average b0 is the GP's limit
             b0 = self._b0_mean(data, bvals, train)
@@ -364,8 +519,18 @@ def get_model(name: str, b0_threshold: float = 50.0, **kwargs) -> LeaveOneOutMod
     return cls(b0_threshold=b0_threshold, **kwargs)
 
 
-def choose_model(bvals: np.ndarray, b0_threshold: float = 50.0) -> tuple[str, str]:
-    """Pick a model for a gradient scheme (``--model auto``); return it and why."""
+def choose_model(
+    bvals: np.ndarray, b0_threshold: float = 50.0, bvecs: np.ndarray | None = None
+) -> tuple[str, str]:
+    """Pick a model for a gradient scheme (``--model auto``); return it and why.
+
+    Parameters
+    ----------
+    bvals : (N,) array
+    b0_threshold : float
+    bvecs : (N, 3) array, optional
+        The b-vectors: with them, repeated directions count once.
+    """
     bvals = np.asarray(bvals, dtype=float)
     n_dwi = int((bvals > b0_threshold).sum())
     n_shells = int(shell_labels(bvals, b0_threshold).max())
@@ -373,6 +538,15 @@ def choose_model(bvals: np.ndarray, b0_threshold: float = 50.0) -> tuple[str, st
         return "b0", f"only {n_dwi} diffusion-weighted volumes: too few for any signal model"
     if n_dwi < 7:
         return "avgdwi", f"{n_dwi} diffusion-weighted volumes: too few to fit a tensor leaving one out"
+    if bvecs is not None:
+        try:
+            GPModel(b0_threshold=b0_threshold).check(bvals, bvecs)
+        except ModelError:
+            distinct = leave_one_out_directions(direction_groups(np.asarray(bvecs)[bvals > b0_threshold]))[0]
+            return "avgdwi", (
+                f"{distinct} distinct gradient directions in {n_dwi} diffusion-weighted volumes: "
+                "too few to predict a direction from its neighbours"
+            )
     return "gp", (
         f"{n_dwi} diffusion-weighted volumes in {n_shells} shell(s): the Gaussian process "
         "predicts from neighbouring directions without a parametric signal model"

@@ -187,7 +187,9 @@ def qc_metrics(
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}
 
 
-def convergence_metrics(pass_changes: list[list[float]], tolerance: float) -> dict[str, float | int | bool | None]:
+def convergence_metrics(
+    pass_changes: list[list[float]], tolerance: float
+) -> dict[str, float | int | bool | None]:
     """How far the estimation passes converged.
 
     Parameters

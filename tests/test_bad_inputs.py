@@ -78,6 +78,37 @@ def _break(bids: Path, case: str) -> tuple[list[str], int, str]:
         filt = bids.parent / "filter.json"
         filt.write_text(json.dumps({"dwi": {"direction": "LR"}}))
         return ["--bids-filter-file", str(filt)], 66, "no DWI series matching the filters for sub-01"
+    if case == "filter_bad_value":  # pybids' database cannot compare with an object
+        filt = bids.parent / "filter.json"
+        filt.write_text(json.dumps({"dwi": {"run": {"a": 1}}}))
+        return (
+            ["--bids-filter-file", str(filt)],
+            64,
+            "invalid BIDS filter: the value of 'run' must be a string, number, boolean, null or a list "
+            'of them (got {"a": 1})',
+        )
+    if case == "description_not_object":
+        (bids / "dataset_description.json").write_text("[]")
+        return args, 16, f"invalid dataset_description.json (not a JSON object): {bids}"
+    if case == "malformed_sidecar":  # pybids raises OSError while indexing
+        (bids / f"{STEM}.json").write_text("{bad json")
+        return (
+            args,
+            16,
+            "invalid JSON sidecar sub-01/dwi/sub-01_dwi.json (Expecting property name enclosed in double "
+            "quotes: line 1 column 2 (char 1))",
+        )
+    if case == "sidecar_not_object":  # pybids raises TypeError while indexing
+        (bids / f"{STEM}.json").write_text("[1, 2]")
+        return args, 16, "invalid JSON sidecar sub-01/dwi/sub-01_dwi.json (not a JSON object)"
+    if case == "malformed_inherited_sidecar":  # a top-level sidecar that applies to every DWI
+        (bids / "dwi.json").write_text('{"TotalReadoutTime": 0.05,}')
+        return (
+            args,
+            16,
+            "invalid JSON sidecar dwi.json (Expecting property name enclosed in double quotes: "
+            "line 1 column 27 (char 26))",
+        )
     if case == "filter_not_json":
         filt = bids.parent / "filter.json"
         filt.write_text("dwi: {direction: AP}")
@@ -95,6 +126,12 @@ def _break(bids: Path, case: str) -> tuple[list[str], int, str]:
     if case == "empty_bval":
         bval.write_text("\n")
         return args, 16, f"bval file is empty: {bval}"
+    if case == "empty_bvec":
+        bvec.write_text("")
+        return args, 16, f"bvec file is empty: {bvec}"
+    if case == "malformed_bval":
+        bval.write_text("0 1000 abc 1000 1000 1000 1000 1000\n")
+        return args, 16, f"bval file is malformed (could not convert string to float: 'abc'): {bval}"
     if case == "malformed_bvec":
         bvec.write_text(bvec.read_text().replace("0.7071", "0,70.71x", 1))
         return args, 16, f"bvec file is malformed (could not convert string to float: '70.71x'): {bvec}"
@@ -132,8 +169,41 @@ def _break(bids: Path, case: str) -> tuple[list[str], int, str]:
         return (
             ["--model", "dki"],
             64,
-            ("model 'dki' needs at least 16 diffusion-weighted volumes (found 7); try --model avgdwi or b0"),
+            "model 'dki' needs at least 16 distinct gradient directions, or 15 each acquired twice "
+            "(found 7 distinct directions in 7 diffusion-weighted volumes); try --model avgdwi or b0",
         )
+    if case == "too_few_distinct_directions_dti":  # 7 volumes, but x, y, z repeated
+        vecs = np.array([[0, 0, 0]] + [[1, 0, 0], [0, 1, 0], [0, 0, 1]] * 2 + [[-1, 0, 0]], float)
+        bvec.write_text("\n".join(" ".join(f"{v:g}" for v in row) for row in vecs.T) + "\n")
+        return (
+            ["--model", "dti"],
+            64,
+            "model 'dti' needs at least 7 distinct gradient directions, or 6 each acquired twice "
+            "(found 3 distinct directions in 7 diffusion-weighted volumes); try --model avgdwi or b0",
+        )
+    if case == "too_few_distinct_directions_gp":  # 7 volumes in 2 directions (one nearly repeated)
+        vecs = np.array([[0, 0, 0]] + [[1, 0, 0], [0, 1, 0]] * 3 + [[0.9999, 0.0141, 0]], float)
+        bvec.write_text("\n".join(" ".join(f"{v:g}" for v in row) for row in vecs.T) + "\n")
+        return (
+            ["--model", "gp"],
+            64,
+            "model 'gp' needs at least 4 distinct gradient directions, or 3 each acquired twice "
+            "(found 2 distinct directions in 7 diffusion-weighted volumes); try --model avgdwi or b0",
+        )
+    if case == "coplanar_directions_dti":  # 7 distinct directions, all in the x-y plane
+        angles = np.arange(7) * np.pi / 7
+        vecs = np.vstack([[0, 0, 0], np.column_stack([np.cos(angles), np.sin(angles), np.zeros(7)])])
+        bvec.write_text("\n".join(" ".join(f"{v:.6f}" for v in row) for row in vecs.T) + "\n")
+        return (
+            ["--model", "dti"],
+            64,
+            "model 'dti' cannot be fit leaving one volume out: its 7 distinct gradient directions and "
+            "1 shell(s) do not determine it (e.g. directions in one plane, or no b0); "
+            "try --model gp, avgdwi or b0",
+        )
+    if case == "two_volumes":
+        nb.Nifti1Image(np.ones((8, 8, 5, 2), np.int16), np.eye(4)).to_filename(dwi)
+        return args, 16, "sub-01_dwi.nii.gz has only 2 volumes (at least 3 are required)"
     if case == "three_d":
         nb.Nifti1Image(np.zeros((8, 8, 5), np.int16), np.eye(4)).to_filename(dwi)
         return args, 16, "sub-01_dwi.nii.gz is 3D (shape 8x8x5), a 4D series is required"
@@ -167,18 +237,25 @@ def _break(bids: Path, case: str) -> tuple[list[str], int, str]:
         return args, 16, "cannot read sub-01_dwi.nii.gz (corrupted or truncated?)"
     if case == "output_inside_input":
         return args, 64, "the output directory must be outside the BIDS dataset (or below its derivatives/)"
+    if case == "output_hidden_by_symlink":  # out -> <bids>/sub-01
+        return args, 64, "the output directory must be outside the BIDS dataset (or below its derivatives/)"
     if case == "output_is_a_file":
         return args, 64, f"the output directory is not a directory: {bids.parent / 'out'}"
+    if case == "work_is_a_file":
+        return args, 64, f"the work directory is not a directory: {bids.parent / 'work'}"
     raise ValueError(case)
 
 
 CASES = [
-    "missing_dir", "no_description", "bad_description", "no_participants", "no_dwi",
-    "unknown_participant", "filter_selects_nothing", "filter_not_json", "missing_bval",
-    "missing_bvec", "empty_bval", "malformed_bvec", "ragged_bvec", "bval_count", "bvec_count",
-    "bvec_not_unit", "bvec_nan", "negative_bval", "no_b0", "all_b0", "too_few_directions",
-    "three_d", "complex", "truncated", "truncated_uncompressed", "corrupted", "not_nifti",
-    "output_inside_input", "output_is_a_file",
+    "missing_dir", "no_description", "bad_description", "description_not_object", "no_participants",
+    "no_dwi", "unknown_participant", "filter_selects_nothing", "filter_not_json", "filter_bad_value",
+    "malformed_sidecar", "sidecar_not_object", "malformed_inherited_sidecar", "missing_bval",
+    "missing_bvec", "empty_bval", "empty_bvec", "malformed_bval", "malformed_bvec", "ragged_bvec",
+    "bval_count", "bvec_count", "bvec_not_unit", "bvec_nan", "negative_bval", "no_b0", "all_b0",
+    "too_few_directions", "too_few_distinct_directions_dti", "too_few_distinct_directions_gp",
+    "coplanar_directions_dti", "two_volumes", "three_d", "complex", "truncated",
+    "truncated_uncompressed", "corrupted", "not_nifti", "output_inside_input",
+    "output_hidden_by_symlink", "output_is_a_file", "work_is_a_file",
 ]  # fmt: skip
 
 
@@ -192,9 +269,13 @@ def test_bad_input_exit_code_and_message(tmp_path, capsys, case):
     out = tmp_path / "out"
     if case == "output_inside_input":  # ".." must not hide it
         out = bids / "derivatives" / "x" / ".." / ".." / "out"
+    if case == "output_hidden_by_symlink":
+        out.symlink_to(bids / "sub-01", target_is_directory=True)
     work = tmp_path / "work"
     if case == "output_is_a_file":
         out.write_text("a file\n")
+    if case == "work_is_a_file":
+        work.write_text("a file\n")
     assert run([str(bids), str(out), "participant", "-w", str(work), "--skip-bids-validation", *args]) == code
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -206,8 +287,12 @@ def test_bad_input_exit_code_and_message(tmp_path, capsys, case):
         assert errors[-1] == message, errors
     if case == "output_is_a_file":
         assert out.read_text() == "a file\n"
+    elif case == "output_hidden_by_symlink":
+        assert out.is_symlink()  # and the dataset it points into is untouched (below)
     else:
         assert not Path(out).exists()  # nothing written: no derivatives that could look complete
+    if case == "work_is_a_file":
+        assert work.read_text() == "a file\n"
     assert not work.exists() or not any(work.rglob("result_*.pklz"))
     assert (tree_digest(bids) if bids.exists() else {}) == before
 
@@ -244,7 +329,9 @@ def test_cli_subprocess_no_traceback(tmp_path, args, code, last):
 
 
 # ------------------------------------------------------------------ accepted, repaired inputs
-@pytest.mark.parametrize("case", ["transposed", "near_unit", "nan_inf", "uint16", "int16_scaled", "int8"])
+@pytest.mark.parametrize(
+    "case", ["transposed", "near_unit", "nan_b0_bvec", "nan_inf", "uint16", "int16_scaled", "int8"]
+)
 def test_repairable_input_is_accepted(tmp_path, caplog, case):
     """Fixable oddities pass validation and give a clean float32 working copy."""
     from dmriprep_motion.bids import collect_runs
@@ -255,6 +342,9 @@ def test_repairable_input_is_accepted(tmp_path, caplog, case):
     data = None
     if case == "near_unit":
         bvecs = BVECS * 1.05  # within NORM_TOLERANCE: normalised
+    if case == "nan_b0_bvec":  # some converters write NaN for the b0 rows: written as zeros
+        bvecs = BVECS.copy()
+        bvecs[0] = np.nan
     if case == "nan_inf":
         data = (rng.random((8, 8, 5, N_VOLS)) * 1000).astype(np.float32)
         data[1, 2, 3, 4], data[0, 0, 0, 0], data[5, 5, 2, 7] = np.nan, np.inf, -np.inf
@@ -287,5 +377,155 @@ def test_repairable_input_is_accepted(tmp_path, caplog, case):
     assert np.array_equal(got[finite], expected[finite].astype(np.float32))
     assert np.all(got[~finite] == 0)
     vecs = np.loadtxt(outputs.out_bvec).T
+    assert np.array_equal(vecs[0], np.zeros(3))
     assert np.allclose(vecs[1:], BVECS[1:] / np.linalg.norm(BVECS[1:], axis=1)[:, None], atol=1e-5)
     assert np.allclose(np.linalg.norm(vecs[1:], axis=1), 1.0, atol=1e-6)
+
+
+# ------------------------------------------------------------------ failures after the input checks
+@pytest.fixture
+def unwritable(tmp_path):
+    """An existing output folder nothing can be written into (``chattr +i`` when running as root)."""
+    import shutil
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder, "[Errno 13] Permission denied"
+        folder.chmod(0o755)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip("running as root, and chattr +i (immutable folder) is not available here")
+    try:
+        yield folder, "[Errno 1] Operation not permitted"
+    finally:
+        subprocess.run([chattr, "-i", str(folder)], check=True)
+
+
+def test_output_not_writable(tmp_path, capsys, unwritable):
+    """Exit 1 and one line naming the folder that cannot be created; nothing written."""
+    from dmriprep_motion.cli.run import run
+
+    out, reason = unwritable
+    bids = _dataset(tmp_path / "bids")
+    before = tree_digest(bids)
+    code = run([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), "--skip-bids-validation"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1].split("] ", 1)[1]
+    assert last == f"cannot write the outputs: {reason}: '{out / 'logs'}'"
+    assert not any(out.iterdir())
+    assert tree_digest(bids) == before
+
+
+def test_unexpected_error_is_one_line_with_a_traceback_file(tmp_path, capsys, monkeypatch):
+    """A bug (any exception not foreseen) exits 1 with one line; the traceback goes to a file."""
+    import dmriprep_motion.bids
+    from dmriprep_motion.cli.run import run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no such thing\nsecond line")
+
+    monkeypatch.setattr(dmriprep_motion.bids, "collect_runs", broken)
+    bids, work = _dataset(tmp_path / "bids"), tmp_path / "work"
+    assert run([str(bids), str(tmp_path / "out"), "participant", "-w", str(work)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    logs = list(work.glob("dmriprep-motion-error-*.txt"))
+    assert len(logs) == 1
+    assert err.strip().splitlines()[-1].split("] ", 1)[1] == (
+        f"unexpected error (RuntimeError: no such thing); traceback in {logs[0]}; please report it"
+    )
+    text = logs[0].read_text()
+    assert text.startswith("Traceback") and "in broken" in text and "second line" in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_unexpected_error_when_the_work_dir_cannot_hold_the_log(tmp_path, capsys, monkeypatch):
+    """The traceback then goes to the system's temporary folder (and with -v, to the log)."""
+    import tempfile
+
+    import dmriprep_motion.bids
+    from dmriprep_motion.cli.run import run
+
+    monkeypatch.setattr(dmriprep_motion.bids, "collect_runs", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "file").write_text("")
+    work = tmp_path / "file" / "work"  # below a file: cannot be created
+    bids = _dataset(tmp_path / "bids")
+    assert run([str(bids), str(tmp_path / "out"), "participant", "-w", str(work), "-v"]) == 1
+    err = capsys.readouterr().err
+    logs = list((tmp_path / "tmp").glob("dmriprep-motion-error-*.txt"))
+    assert len(logs) == 1 and "ZeroDivisionError" in logs[0].read_text()
+    assert err.strip().splitlines()[-1].split("] ", 1)[1] == (
+        f"unexpected error (ZeroDivisionError: division by zero); traceback in {logs[0]}; please report it"
+    )
+    assert "Traceback (most recent call last)" in err  # -v: at debug level too
+
+
+def test_processing_failure_exits_1_with_crash_file(tmp_path, capsys, monkeypatch):
+    """A step failing inside the workflow: exit 1, one line, a crash file, no preprocessed series."""
+    from dmriprep_motion.cli.run import run
+    from dmriprep_motion.interfaces.dwi import ValidateDWI
+
+    def fail(self, runtime):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(ValidateDWI, "_run_interface", fail)  # the first step; Linear runs in-process
+    bids, out, work = _dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    before = tree_digest(bids)
+    args = [str(bids), str(out), "participant", "-w", str(work), "--skip-bids-validation", "--nprocs", "1"]
+    code = run(args)
+    assert code == 1
+    err = capsys.readouterr().err
+    ours = [line.split("] ", 1)[1] for line in err.splitlines() if "[dmriprep-motion]" in line]
+    log = out / "sub-01" / "log"
+    assert (
+        f"processing failed (Exception raised while executing Node validate.); crash reports in {log}"
+    ) in ours
+    assert ours[-1] == f"report: {out / 'sub-01.html'}"  # written after the failure, listing the crash
+    assert "failed: dmriprep_motion_0_1_0_wf.sub_01_wf.dwi_motion_wf.dwi_reference_wf.validate" in ours
+    crashes = list(log.glob("crash-*.txt"))
+    assert len(crashes) == 1 and "injected failure" in crashes[0].read_text()
+    assert not list(out.rglob("*desc-preproc*"))
+    assert not list(out.rglob("*.tmp"))
+    assert crashes[0].name in (out / "sub-01.html").read_text()
+    assert tree_digest(bids) == before
+
+
+def test_ctrl_c_exits_130(monkeypatch, capsys):
+    """KeyboardInterrupt (SIGINT) anywhere in a run: exit 130 and one line on how to resume."""
+    import dmriprep_motion.cli.run as cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", interrupted)
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)  # keep pytest's own SIGTERM handling
+    cli._setup_logging(0)  # as run() does before anything can be interrupted
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bids", "out", "participant"])
+    assert exc.value.code == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].split("] ", 1)[1] == (
+        "interrupted; re-run with the same --work-dir to resume"
+    )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_troubleshooting_table_shows_the_message(tmp_path, case):
+    """docs/troubleshooting.rst shows every tested message as printed (paths as placeholders)."""
+    bids = _dataset(tmp_path / "bids")
+    _, _, message = _break(bids, case)
+    for path, name in ((bids.parent / "out", "<out>"), (bids.parent / "work", "<work>"),
+                       (bids / f"{STEM}.bval", "<file>"), (bids / f"{STEM}.bvec", "<file>"),
+                       (bids.parent / "filter.json", "<file>"), (bids, "<bids>")):  # fmt: skip
+        message = message.replace(str(path), name)
+    if case in ("corrupted", "not_nifti"):  # the rest of the line is the library's wording
+        message = message.split("): ")[0]
+    assert message in (ROOT / "docs" / "troubleshooting.rst").read_text()

@@ -90,6 +90,71 @@ def test_dti_refuses_too_few_directions():
         get_model("dti").check(bvals, np.zeros((6, 3)))
 
 
+SIX = (
+    np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]])
+    / np.array([1, 1, 1, np.sqrt(2), np.sqrt(2), np.sqrt(2)])[:, None]
+)
+
+
+def test_direction_groups_are_antipodal_and_tolerant():
+    from dmriprep_motion.models import direction_groups, leave_one_out_directions
+
+    tilt = np.deg2rad(1.0)  # within SAME_DIRECTION_DEG of x
+    vecs = np.array([[0, 0, 0], [1, 0, 0], [-1, 0, 0], [np.cos(tilt), np.sin(tilt), 0], [0, 1, 0],
+                     [np.cos(5 * tilt), np.sin(5 * tilt), 0]])  # fmt: skip
+    labels = direction_groups(vecs)
+    assert labels.tolist() == [-1, 0, 0, 0, 1, 2]
+    assert leave_one_out_directions(labels) == (3, 2)  # y and the 5° one are single
+    assert leave_one_out_directions(direction_groups(vecs[:4])) == (1, 1)
+    assert leave_one_out_directions(np.array([-1, -1])) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("vecs", "model", "ok"),
+    [
+        (np.vstack([SIX, [0.5774, 0.5774, 0.5774]]), "dti", True),  # 7 distinct
+        (np.vstack([SIX, -SIX]), "dti", True),  # 6 distinct, each twice (antipodal)
+        (SIX, "dti", False),  # leaving one out leaves 5
+        (np.vstack([SIX[:3], SIX[:3], SIX[:1]]), "dti", False),  # 7 volumes, 3 directions
+        (np.vstack([SIX[:3], SIX[:1]]), "gp", False),  # 4 volumes, 3 directions, one single
+        (np.vstack([SIX[:3], SIX[:3]]), "gp", True),  # 3 directions, each twice
+    ],
+)
+def test_distinct_directions_not_volumes(vecs, model, ok):
+    bvals = np.r_[0.0, np.full(len(vecs), 1000.0)]
+    bvecs = np.vstack([[0, 0, 0], vecs])
+    if ok:
+        get_model(model).check(bvals, bvecs)
+    else:
+        with pytest.raises(ModelError, match="distinct gradient directions"):
+            get_model(model).check(bvals, bvecs)
+
+
+def test_dti_refuses_coplanar_directions():
+    angles = np.arange(9) * np.pi / 9
+    bvecs = np.vstack([[0, 0, 0], np.column_stack([np.cos(angles), np.sin(angles), np.zeros(9)])])
+    with pytest.raises(ModelError, match="9 distinct gradient directions and 1 shell"):
+        get_model("dti").check(np.r_[0.0, np.full(9, 1000.0)], bvecs)
+
+
+def test_leave_one_out_full_rank():
+    from dmriprep_motion.models import leave_one_out_full_rank
+
+    design = np.array([[1.0, 0], [0, 1], [0, 1]])
+    assert not leave_one_out_full_rank(design, np.array([True, True, True]))  # row 0 is essential
+    assert leave_one_out_full_rank(design, np.array([False, True, True]))
+    assert leave_one_out_full_rank(np.vstack([design, [1000.0, 0]]), np.ones(4, bool))  # scale-free
+    assert not leave_one_out_full_rank(np.array([[1.0, 2], [2, 4], [3, 6]]), np.zeros(3, bool))
+
+
+def test_auto_model_counts_directions():
+    bvals = np.r_[0.0, np.full(8, 1000.0)]
+    few = np.vstack([[0, 0, 0], np.tile(SIX[:2], (4, 1))])
+    model, why = choose_model(bvals, 50.0, bvecs=few)
+    assert model == "avgdwi" and why.startswith("2 distinct gradient directions in 8")
+    assert choose_model(bvals, 50.0, bvecs=np.vstack([[0, 0, 0], SIX, SIX[:2]]))[0] == "gp"
+
+
 def test_unknown_model():
     with pytest.raises(ModelError, match="unknown model"):
         get_model("nope")

@@ -7,7 +7,9 @@ content does not need to be realistic for a memory measurement).
 
 The run's process tree (CLI, MultiProc workers, antsRegistration) is sampled
 every 0.2 s from ``/proc``; the peak of the summed resident set size (RSS) and
-the peak of the largest single process are reported, in MB.
+the peak of the largest single process are reported, in MB.  The settings are
+logged before the run; the exit code is non-zero when the run fails or when the
+peak total RSS exceeds the run's ``--mem-mb`` (said in one line on stderr).
 
 Usage::
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -26,6 +29,8 @@ from pathlib import Path
 
 import nibabel as nb
 import numpy as np
+
+LOGGER = logging.getLogger("measure_memory")
 
 
 def make_large_dataset(ds_xa30: Path, bids: Path, n_volumes: int = 111, voxel_mm: float = 2.0) -> Path:
@@ -108,11 +113,39 @@ def measure(cmd: list[str], interval: float = 0.2) -> dict:
     }
 
 
+def over_limit(result: dict, mem_mb: int) -> str | None:
+    """Compare a measurement with the memory limit given to the run.
+
+    Parameters
+    ----------
+    result : dict
+        Output of :func:`measure` (``peak_total_rss_mb`` is used).
+    mem_mb : int
+        The ``--mem-mb`` the run was given.
+
+    Returns
+    -------
+    str or None
+        A one-line explanation when the peak total RSS of the process tree exceeds
+        ``mem_mb``; ``None`` when it stays within it.
+    """
+    peak = int(result["peak_total_rss_mb"])
+    if peak <= mem_mb:
+        return None
+    return f"peak total RSS {peak} MB exceeds --mem-mb {mem_mb} (by {peak - mem_mb} MB)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build the dataset (unless present), run the CLI under the sampler, print JSON.
 
-    Arguments after ``--`` are passed to ``dmriprep-motion``.
+    Arguments after ``--`` are passed to ``dmriprep-motion``.  Returns 0 when the run
+    succeeds within ``--mem-mb``; 1 when it fails or its peak exceeds ``--mem-mb``.
     """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    LOGGER.handlers[:] = [handler]
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     parser.add_argument("ds_xa30", type=Path)
@@ -124,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     opts = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     opts.extra = extra
+    if any(arg.split("=", 1)[0] in ("--mem-mb", "--mem_mb", "--nprocs", "--n-cpus") for arg in extra):
+        parser.error("give --mem-mb and --nprocs before '--' (they are compared with the measurement)")
     bids = opts.base / "bids"
     if not (bids / "dataset_description.json").exists():
         make_large_dataset(opts.ds_xa30, bids, opts.volumes)
@@ -131,6 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "dmriprep_motion", str(bids), str(opts.base / "out"), "participant",
            "-w", str(opts.base / "work"), "--nprocs", str(opts.nprocs), "--mem-mb", str(opts.mem_mb),
            "--skip-bids-validation", *opts.extra]  # fmt: skip
+    LOGGER.info(
+        "settings: %d volumes of %s mm (%s), --nprocs %d --mem-mb %d, extra arguments: %s",
+        img.shape[3],
+        "x".join(f"{z:g}" for z in img.header.get_zooms()[:3]),
+        "x".join(map(str, img.shape[:3])),
+        opts.nprocs,
+        opts.mem_mb,
+        " ".join(opts.extra) or "(none)",
+    )
+    LOGGER.info("command: %s", " ".join(cmd))
     result = measure(cmd)
     result.update(
         shape=list(img.shape),
@@ -140,8 +185,17 @@ def main(argv: list[str] | None = None) -> int:
         nprocs=opts.nprocs,
         extra=opts.extra,
     )
-    print(json.dumps(result, indent=2))
-    return int(result["exit_code"] != 0)
+    exceeded = over_limit(result, opts.mem_mb)
+    result["within_mem_mb"] = exceeded is None
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    if result["exit_code"] != 0:
+        LOGGER.error("the run failed with exit code %d", result["exit_code"])
+        return 1
+    if exceeded:
+        LOGGER.error("%s", exceeded)
+        return 1
+    LOGGER.info("peak total RSS %d MB is within --mem-mb %d", result["peak_total_rss_mb"], opts.mem_mb)
+    return 0
 
 
 if __name__ == "__main__":

@@ -147,9 +147,64 @@ def _write_graph(workflow, work_dir: Path) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Parse arguments, build and run the workflow; return the exit code."""
+    """Parse arguments, build and run the workflow; return the exit code.
+
+    User errors end with their BIDS-Apps exit code and one line; a failed
+    processing step with 1 and the crash files; any other exception is a bug:
+    one line naming it, the traceback in a file (see :func:`_unexpected`), exit 1.
+    """
     opts = build_parser().parse_args(argv)
     _setup_logging(opts.verbose)
+    try:
+        return _run(opts)
+    except Exception as err:  # noqa: BLE001 - last resort: one line, not a traceback
+        return _unexpected(err, opts.work_dir)
+
+
+def _unexpected(err: Exception, work_dir: Path) -> int:
+    """Log an unexpected exception in one line; keep its traceback in a file (and at debug level).
+
+    Parameters
+    ----------
+    err : Exception
+        The exception that ended the run.
+    work_dir : path
+        The run's work directory, where ``dmriprep-motion-error-<time>-<pid>.txt`` is
+        written (the system's temporary folder if that fails).
+
+    Returns
+    -------
+    int
+        :data:`EXIT_FAILURE`.
+    """
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    LOGGER.debug("%s", text.rstrip())
+    name = f"dmriprep-motion-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    log: Path | None = None
+    try:
+        folder = Path(work_dir).expanduser().absolute()
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / name
+        log.write_text(text)
+    except OSError:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=name[:-4] + "-", suffix=".txt")
+            with os.fdopen(fd, "w") as fobj:
+                fobj.write(text)
+            log = Path(tmp)
+        except OSError:
+            log = None
+    first = (str(err).strip().splitlines() or [""])[0]
+    where = f"traceback in {log}" if log else "re-run with -v for the traceback"
+    LOGGER.error("unexpected error (%s: %s); %s; please report it", type(err).__name__, first, where)
+    return EXIT_FAILURE
+
+
+def _run(opts) -> int:
+    """:func:`run` after parsing: every user error is handled here."""
     from dmriprep_motion import __version__
     from dmriprep_motion.bids import InputError, collect_runs, init_output_dir
     from dmriprep_motion.models import ModelError

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from dmriprep_motion import __version__
-from dmriprep_motion.bids import DWIRun
+from dmriprep_motion.bids import DWIRun, atomic_path
 from dmriprep_motion.data import load
 from dmriprep_motion.qc import read_confounds
 
@@ -44,11 +44,15 @@ def write_citation_html(output_dir: Path) -> Path | None:
     if pandoc is None or not source.is_file():
         return None
     out = source.with_suffix(".html")
-    cmd = [pandoc, str(source), "--standalone", "--citeproc", "--metadata",
-           "pagetitle=dmriprep-motion methods", "--bibliography", str(load("reports/boilerplate.bib")),
-           "-o", str(out)]  # fmt: skip
+    bib = str(load("reports/boilerplate.bib"))
     try:
-        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+        # pandoc writes to a temporary name (the format given, not guessed from the
+        # name); the page appears complete, by an atomic rename, or not at all.
+        with atomic_path(out) as tmp:
+            cmd = [pandoc, str(source), "--standalone", "--citeproc", "--metadata",
+                   "pagetitle=dmriprep-motion methods", "--bibliography", bib, "--to", "html",
+                   "-o", str(tmp)]  # fmt: skip
+            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as err:
         LOGGER.warning("pandoc could not render the methods boilerplate to HTML: %s", err)
         return None
@@ -77,21 +81,25 @@ def write_subject_report(subject: str, runs: list[DWIRun], output_dir: Path) -> 
     from nireports.assembler.report import Report
 
     output_dir = Path(output_dir).absolute()
-    report = Report(
-        output_dir,
-        None,
-        bootstrap_file=load("reports/bootstrap.yml"),
-        out_filename=f"sub-{subject}.html",
-        reportlets_dir=output_dir,
-        metadata={
-            "template": str(load("reports/report.tpl")),
-            "provenance": provenance(subject, runs, output_dir),
-        },
-        subject=subject,
-    )
-    unique_anchors(report.sections)
-    report.generate_report()
-    path = Path(report.out_filename)
+    path = output_dir / f"sub-{subject}.html"
+    # nireports writes its output in place: give it a temporary name in the same folder
+    # (relative links stay valid) and rename the finished page atomically.
+    with atomic_path(path) as tmp:
+        report = Report(
+            output_dir,
+            None,
+            bootstrap_file=load("reports/bootstrap.yml"),
+            out_filename=str(tmp),
+            reportlets_dir=output_dir,
+            metadata={
+                "filename": path.stem,
+                "template": str(load("reports/report.tpl")),
+                "provenance": provenance(subject, runs, output_dir),
+            },
+            subject=subject,
+        )
+        unique_anchors(report.sections)
+        report.generate_report()
     missing = [ref for ref in local_references(path) if not (path.parent / ref).exists()]
     if missing:
         LOGGER.warning("report %s refers to missing files: %s", path, ", ".join(missing))

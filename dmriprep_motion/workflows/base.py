@@ -63,15 +63,17 @@ def resolve_model(run: DWIRun, settings: Settings) -> str:
     dmriprep_motion.models.ModelError
         When the data cannot support the requested model.
     """
+    bvecs = run.bvecs
+    if bvecs is None:  # a run not made by collect_runs: read its gradients
+        from dmriprep_motion.gradients import load_gradient_table
+
+        gtab = load_gradient_table(run.bval, run.bvec, run.bvals.size, b0_threshold=settings.b0_threshold)
+        bvecs = gtab.bvecs
     if settings.model == "auto":
-        model, why = choose_model(run.bvals, settings.b0_threshold)
+        model, why = choose_model(run.bvals, settings.b0_threshold, bvecs=bvecs)
         LOGGER.info("%s: model 'auto' -> '%s' (%s)", run.dwi.name, model, why)
         return model
-    import numpy as np
-
-    get_model(settings.model, b0_threshold=settings.b0_threshold).check(
-        run.bvals, np.zeros((run.bvals.size, 3))
-    )
+    get_model(settings.model, b0_threshold=settings.b0_threshold).check(run.bvals, bvecs)
     return settings.model
 
 

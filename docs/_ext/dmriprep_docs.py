@@ -79,6 +79,10 @@ def default_workflow(passes: int = 2):
     from dmriprep_motion.workflows.base import Settings, init_single_subject_wf
 
     bids = Path("/data/bids")
+    # 30 directions spread over the half sphere (a golden-angle spiral).
+    k = np.arange(30) + 0.5
+    z, phi = 1 - k / 30, np.pi * (3 - np.sqrt(5)) * k
+    dirs = np.column_stack([np.sqrt(1 - z**2) * np.cos(phi), np.sqrt(1 - z**2) * np.sin(phi), z])
     run = DWIRun(
         dwi=bids / "sub-01" / "dwi" / "sub-01_dwi.nii.gz",
         bval=bids / "sub-01" / "dwi" / "sub-01_dwi.bval",
@@ -87,6 +91,7 @@ def default_workflow(passes: int = 2):
         session=None,
         shape=(96, 96, 60, 31),
         bvals=np.array([0.0] + [1000.0] * 30),
+        bvecs=np.vstack([np.zeros(3), dirs]),
     )
     return init_single_subject_wf(
         subject="01",
