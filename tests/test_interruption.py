@@ -14,17 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from dmriprep_motion.bids import dataset_description
+from dmriprep_motion.bids import DERIVATIVE_SUFFIXES, dataset_description
 from tests._datasets import FAST_ARGS, small_dataset
 from tests.conftest import ROOT, tree_digest
 
 STEM = "sub-{sub}/dwi/sub-{sub}_dir-AP"
-SUFFIXES = [
-    "desc-preproc_dwi.nii.gz", "desc-preproc_dwi.bval", "desc-preproc_dwi.bvec", "desc-preproc_dwi.json",
-    "dwiref.nii.gz", "desc-brain_mask.nii.gz", "desc-confounds_timeseries.tsv",
-    "desc-confounds_timeseries.json", "from-orig_to-dwiref_mode-image_desc-hmc_xfm.txt",
-    "desc-qc_dwi.tsv",
-]  # fmt: skip
+#: Every derivative of a run (one table for the pipeline and this comparison).
+SUFFIXES = list(DERIVATIVE_SUFFIXES.values())
 
 
 def _env() -> dict:
