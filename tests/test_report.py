@@ -462,7 +462,15 @@ def test_qc_tsv_and_sidecar(xa30_run, stem):
     sidecar = json.loads((folder / f"{stem}_desc-preproc_dwi.json").read_text())
     assert set(sidecar["QC"]) == set(QC_FIELDS)
     for key, value in sidecar["QC"].items():
-        assert float(tsv[key]) == pytest.approx(value, rel=1e-5, abs=1e-6), key
+        if isinstance(value, bool):
+            assert tsv[key] == str(value).lower(), key
+        else:
+            assert float(tsv[key]) == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    # Convergence of the passes (E2E_ARGS: 3 passes, the default 0.05 mm tolerance).
+    qc = sidecar["QC"]
+    assert 1 <= qc["passes_run"] <= 3 and qc["last_pass_change_mm"] > 0
+    assert qc["converged"] is (qc["last_pass_change_mm"] < 0.05)
+    assert qc["converged"] or qc["passes_run"] == 3  # a run stops early only once converged
     conf = read_confounds(folder / f"{stem}_desc-confounds_timeseries.tsv")
     assert sidecar["QC"]["volumes"] == 21
     assert sidecar["QC"]["fd_mean_mm"] == pytest.approx(np.nanmean(conf["framewise_displacement"]), abs=1e-5)
