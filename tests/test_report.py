@@ -105,7 +105,8 @@ def test_qc_node_warns_when_not_converged(tmp_path, caplog):
         + "\n".join("\t".join(f"{conf[k][i]:g}" for k in conf) for i in range(21)) + "\n"
     )  # fmt: skip
     with caplog.at_level("WARNING", logger="dmriprep_motion"):
-        qc = QCMetrics(in_confounds=str(tsv), pass_changes=[[1.0] * 21, [0.4] * 21], tolerance=0.05)
+        qc = QCMetrics(in_confounds=str(tsv), pass_changes=[[1.0] * 21, [0.4] * 21], tolerance=0.05,
+                       label="sub-01_dir-AP")  # fmt: skip
         result = qc.run(cwd=str(tmp_path)).outputs.qc
     assert result["converged"] is False and result["passes_run"] == 2
     assert "sub-01_dir-AP: the last of 2 passes still moved a transform by 0.40 mm" in caplog.text

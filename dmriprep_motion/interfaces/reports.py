@@ -58,6 +58,7 @@ class _QCOutputSpec(TraitedSpec):
 class _QCInputSpec(_ConfoundsInputSpec):
     pass_changes = traits.List(traits.List(traits.Float), desc="per pass, per-volume change (mm)")
     tolerance = traits.Float(0.0, usedefault=True, desc="convergence tolerance of the passes (mm)")
+    label = traits.Str("series", usedefault=True, desc="name of the series in log messages")
 
 
 class QCMetrics(SimpleInterface):
@@ -79,7 +80,7 @@ class QCMetrics(SimpleInterface):
             LOGGER.warning(
                 "%s: the last of %d passes still moved a transform by %.2f mm (tolerance %g mm): "
                 "the motion estimates have not converged; more passes would move them further",
-                Path(self.inputs.in_confounds).name.split("_desc-")[0], qc["passes_run"],
+                self.inputs.label, qc["passes_run"],
                 qc["last_pass_change_mm"], self.inputs.tolerance,
             )  # fmt: skip
         self._results["qc"] = qc

@@ -125,7 +125,8 @@ def init_dwi_reports_wf(
     outputnode = pe.Node(niu.IdentityInterface(fields=["qc"]), name="outputnode")
 
     thresholds = {"b0_threshold": b0_threshold, "outlier_threshold": outlier_threshold}
-    qc = pe.Node(QCMetrics(tolerance=tolerance, **thresholds), name="qc", run_without_submitting=True)
+    qc = pe.Node(QCMetrics(tolerance=tolerance, label=Path(stem).name, **thresholds), name="qc",
+                 run_without_submitting=True)  # fmt: skip
     summary = pe.Node(RunSummary(settings=settings, **thresholds), name="summary")
     gradients = pe.Node(GradientsPlot(b0_threshold=b0_threshold), name="gradients")
     motion = pe.Node(MotionPlot(**thresholds), name="motion")
