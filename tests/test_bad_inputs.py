@@ -24,6 +24,11 @@ BVECS = np.array(
 STEM = "sub-01/dwi/sub-01_dwi"
 
 
+def _write_bvec(path: Path, vecs: np.ndarray, fmt: str = "g") -> None:
+    """Write (N, 3) gradient directions as a 3-row FSL ``.bvec`` file."""
+    path.write_text("\n".join(" ".join(f"{v:{fmt}}" for v in row) for row in np.asarray(vecs).T) + "\n")
+
+
 def _dataset(root: Path, data: np.ndarray | None = None, bvals=BVALS, bvecs=BVECS) -> Path:
     """A tiny, valid single-subject dataset (8×8×5 voxels, ``N_VOLS`` volumes)."""
     rng = np.random.default_rng(0)
@@ -34,7 +39,7 @@ def _dataset(root: Path, data: np.ndarray | None = None, bvals=BVALS, bvecs=BVEC
     affine = np.diag([-2.0, 2.0, 2.0, 1.0])
     nb.Nifti1Image(data, affine).to_filename(root / f"{STEM}.nii.gz")
     (root / f"{STEM}.bval").write_text(" ".join(str(b) for b in bvals) + "\n")
-    (root / f"{STEM}.bvec").write_text("\n".join(" ".join(f"{v:g}" for v in row) for row in bvecs.T) + "\n")
+    _write_bvec(root / f"{STEM}.bvec", bvecs)
     (root / f"{STEM}.json").write_text(json.dumps({"PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.05}))
     return root
 
@@ -142,15 +147,15 @@ def _break(bids: Path, case: str) -> tuple[list[str], int, str]:
         bval.write_text(" ".join(str(b) for b in BVALS[:-1]) + "\n")
         return args, 16, "sub-01_dwi.bval lists 7 b-values but the DWI has 8 volumes"
     if case == "bvec_count":
-        bvec.write_text("\n".join(" ".join(f"{v:g}" for v in row) for row in BVECS[:-1].T) + "\n")
+        _write_bvec(bvec, BVECS[:-1])
         return args, 16, f"bvec file has shape 3×7, expected 3×8: {bvec}"
     if case == "bvec_not_unit":
-        bvec.write_text("\n".join(" ".join(f"{v:g}" for v in row) for row in (BVECS * 1.5).T) + "\n")
+        _write_bvec(bvec, BVECS * 1.5)
         return args, 16, "sub-01_dwi.bvec: b-vector 1 has norm 1.500 (more than 0.1 away from 1)"
     if case == "bvec_nan":
         vecs = BVECS.copy()
         vecs[4] = np.nan
-        bvec.write_text("\n".join(" ".join(f"{v:g}" for v in row) for row in vecs.T) + "\n")
+        _write_bvec(bvec, vecs)
         return args, 16, "sub-01_dwi.bvec: b-vector 4 is not finite (NaN/Inf)"
     if case == "negative_bval":
         bval.write_text("0 1000 -1000 1000 1000 1000 1000 1000\n")
@@ -174,7 +179,7 @@ def _break(bids: Path, case: str) -> tuple[list[str], int, str]:
         )
     if case == "too_few_distinct_directions_dti":  # 7 volumes, but x, y, z repeated
         vecs = np.array([[0, 0, 0]] + [[1, 0, 0], [0, 1, 0], [0, 0, 1]] * 2 + [[-1, 0, 0]], float)
-        bvec.write_text("\n".join(" ".join(f"{v:g}" for v in row) for row in vecs.T) + "\n")
+        _write_bvec(bvec, vecs)
         return (
             ["--model", "dti"],
             64,
@@ -183,7 +188,7 @@ def _break(bids: Path, case: str) -> tuple[list[str], int, str]:
         )
     if case == "too_few_distinct_directions_gp":  # 7 volumes in 2 directions (one nearly repeated)
         vecs = np.array([[0, 0, 0]] + [[1, 0, 0], [0, 1, 0]] * 3 + [[0.9999, 0.0141, 0]], float)
-        bvec.write_text("\n".join(" ".join(f"{v:g}" for v in row) for row in vecs.T) + "\n")
+        _write_bvec(bvec, vecs)
         return (
             ["--model", "gp"],
             64,
@@ -193,7 +198,7 @@ def _break(bids: Path, case: str) -> tuple[list[str], int, str]:
     if case == "coplanar_directions_dti":  # 7 distinct directions, all in the x-y plane
         angles = np.arange(7) * np.pi / 7
         vecs = np.vstack([[0, 0, 0], np.column_stack([np.cos(angles), np.sin(angles), np.zeros(7)])])
-        bvec.write_text("\n".join(" ".join(f"{v:.6f}" for v in row) for row in vecs.T) + "\n")
+        _write_bvec(bvec, vecs, ".6f")
         return (
             ["--model", "dti"],
             64,
