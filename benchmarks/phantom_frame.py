@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-DS_XA30 = (ROOT / ".." / "shared" / "data" / "ds-xa30").resolve()
-PRESET = ROOT / "dmriprep_motion" / "data" / "antsreg" / "shell_rigid_precise.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run_benchmark import ants_rigid, real_phantom  # noqa: E402
 
 
 def phantoms(names: list[str]):
@@ -37,40 +35,25 @@ def phantoms(names: list[str]):
 
     runs = {"ap": ("AP",), "joint": ("AP", "PA")}
     for name in names:
-        if name.startswith("real-"):
-            src = [DS_XA30 / "sub-01" / "dwi" / f"sub-01_dir-{pe}_dwi" for pe in runs[name[5:]]]
-            files = ([f"{s}.{ext}" for s in src] for ext in ("nii.gz", "bval", "bvec"))
-            yield name, sim.real_data_phantom(*files)
+        if name.startswith("real-"):  # real-<runs>[-raw]: -raw keeps the b0 where it was acquired
+            kind, _, raw = name[5:].partition("-")
+            yield name, real_phantom(runs[kind], align_b0=raw != "raw")
         else:  # mni-<resolution>
             yield name, sim.mni_phantom(resolution=float(name.split("-")[1]))
 
 
-def frame_offset(phantom, bval: float, folder: Path) -> dict:
+def frame_offset(phantom, bval: float) -> dict:
     """Register the noise-free b0 to the noise-free mean DWI of one shell; score against identity."""
-    from nipype.interfaces.ants import Registration
-
-    from dmriprep_motion.motion import load_itk, mask_coordinates, transform_errors
+    from dmriprep_motion.motion import mask_coordinates, transform_errors
     from dmriprep_motion.testing import simulate as sim
 
     bvals, bvecs = sim.make_scheme(n_b0=1, shells={bval: 30}, seed=0)
     series = sim.simulate_series(
         phantom, bvals=bvals, bvecs_ras=bvecs, params=np.zeros((len(bvals), 6)), snr=None
     )
-    images = {
-        "b0": series.data[..., 0],
-        "dwi": series.data[..., bvals > 0].mean(axis=-1),
-        "mask": phantom.mask.astype(np.uint8),
-    }
-    for key, data in images.items():
-        nb.save(nb.Nifti1Image(data, phantom.affine), folder / f"{key}.nii.gz")
-    reg = Registration(from_file=str(PRESET))
-    reg.inputs.fixed_image = str(folder / "b0.nii.gz")
-    reg.inputs.moving_image = str(folder / "dwi.nii.gz")
-    reg.inputs.fixed_image_masks = [str(folder / "mask.nii.gz")]
-    reg.inputs.output_transform_prefix = str(folder / "anchor_")
-    result = reg.run(cwd=str(folder))
-    matrix = load_itk(result.outputs.forward_transforms[-1])
-    points = mask_coordinates(nb.load(folder / "mask.nii.gz"))
+    dwi = series.data[..., bvals > 0].mean(axis=-1)
+    matrix = ants_rigid(series.data[..., 0], dwi, phantom.mask, phantom.affine)
+    points = mask_coordinates(nb.Nifti1Image(phantom.mask.astype(np.uint8), phantom.affine))
     errors = transform_errors(matrix[None], np.eye(4)[None], points)
     return {
         "mean": float(errors["mean_disp"][0]),
@@ -83,8 +66,9 @@ def frame_offset(phantom, bval: float, folder: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--phantoms", nargs="+", default=["real-ap", "real-joint", "mni-3", "mni-2"],
-        help="real-ap, real-joint (ds-xa30 AP / AP+PA fits) or mni-<resolution in mm>",
+        "--phantoms", nargs="+", default=["real-joint-raw", "real-joint", "mni-3", "mni-2"],
+        help="real-ap, real-joint (ds-xa30 AP / AP+PA fits; add -raw to leave the b0 unaligned) "
+        "or mni-<resolution in mm>",
     )  # fmt: skip
     parser.add_argument("--bvals", nargs="+", type=float, default=[1000.0, 3000.0])
     opts = parser.parse_args(argv)
@@ -93,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|")
     for name, phantom in phantoms(opts.phantoms):
         for bval in opts.bvals:
-            with tempfile.TemporaryDirectory() as tmp:
-                res = frame_offset(phantom, bval, Path(tmp))
+            res = frame_offset(phantom, bval)
             trans = ", ".join(f"{t:+.2f}" for t in res["translation"])
             cells = f"{res['mean']:.3f} | {res['max']:.3f} | {res['rot']:.3f} | {trans}"
             print(f"| {name} | b={bval:.0f} | {cells} |", flush=True)

@@ -67,6 +67,49 @@ PEER_PACKAGES = {"dipy": ["dipy", "nibabel"], "nifreeze": ["nifreeze"]}
 
 
 # --------------------------------------------------------------------------------- scenarios
+def ants_rigid(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """RAS+ reference-to-moving transform registering ``moving`` to ``fixed`` (same grid).
+
+    The pipeline's own shell-anchor preset (rigid, Mattes mutual information, every voxel of the
+    mask), run by the ``antsRegistration`` on PATH.
+    """
+    import tempfile
+
+    import nibabel as nb
+    from nipype.interfaces.ants import Registration
+
+    from dmriprep_motion.data import registration_preset
+    from dmriprep_motion.motion import load_itk
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        images = {"fixed": fixed, "moving": moving, "mask": np.asarray(mask, dtype=np.uint8)}
+        for key, data in images.items():
+            nb.save(nb.Nifti1Image(np.asarray(data, dtype=np.float32 if key != "mask" else np.uint8), affine),
+                    folder / f"{key}.nii.gz")  # fmt: skip
+        reg = Registration(from_file=str(registration_preset("shell", "Rigid", False)))
+        reg.inputs.fixed_image = str(folder / "fixed.nii.gz")
+        reg.inputs.moving_image = str(folder / "moving.nii.gz")
+        reg.inputs.fixed_image_masks = [str(folder / "mask.nii.gz")]
+        reg.inputs.output_transform_prefix = str(folder / "rigid_")
+        result = reg.run(cwd=str(folder))
+        return load_itk(result.outputs.forward_transforms[-1])
+
+
+def real_phantom(runs: tuple[str, ...] = ("AP", "PA"), *, align_b0: bool = True):
+    """The ds-xa30 phantom of the ``real-*`` scenarios (sub-01, the given phase-encoding runs).
+
+    Both phase-encoding directions by default: their eddy-current shifts cancel in the joint fit.
+    ``align_b0`` registers each run's b0 to its mean diffusion-weighted volume first (see
+    :func:`dmriprep_motion.testing.simulate.real_data_phantom`).
+    """
+    from dmriprep_motion.testing import simulate as sim
+
+    src = [DS_XA30 / "sub-01" / "dwi" / f"sub-01_dir-{pe}_dwi" for pe in runs]
+    files = ([f"{s}.{ext}" for s in src] for ext in ("nii.gz", "bval", "bvec"))
+    return sim.real_data_phantom(*files, align_b0=ants_rigid if align_b0 else None)
+
+
 def simulate(name: str, folder: Path, seed: int) -> Path:
     """Simulate scenario ``name`` into ``folder/bids`` (reused when present)."""
     from dmriprep_motion.testing import simulate as sim
@@ -76,9 +119,7 @@ def simulate(name: str, folder: Path, seed: int) -> Path:
         return bids
     kind, shells, n_b0, pattern, snr = SCENARIOS[name]
     if kind == "real":
-        # both phase-encoding directions: their eddy-current shifts cancel in the joint fit
-        src = [DS_XA30 / "sub-01" / "dwi" / f"sub-01_dir-{pe}_dwi" for pe in ("AP", "PA")]
-        phantom = sim.real_data_phantom(*([f"{s}.{ext}" for s in src] for ext in ("nii.gz", "bval", "bvec")))
+        phantom = real_phantom()
     else:
         phantom = sim.mni_phantom(resolution=2.0)
     bvals, bvecs = sim.make_scheme(n_b0=n_b0, shells=shells, seed=seed)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -457,6 +458,7 @@ def real_data_phantom(
     *,
     kurtosis: float = DEFAULT_KURTOSIS,
     b0_threshold: float = 50.0,
+    align_b0: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> Phantom:
     """Phantom fitted to real (single- or multi-shell) DWI series, e.g. ds-xa30 (b=2500).
 
@@ -475,6 +477,16 @@ def real_data_phantom(
     only, they are baked into the tensors and the synthesized volumes look shifted by up to ~1 mm
     along that axis depending on the gradient, which no rigid motion correction can (or should)
     remove.
+
+    The b0 and the diffusion-weighted volumes of a real run are not in one geometry either: the
+    head moves between them and the eddy-current shifts of the diffusion-weighted volumes do not
+    average to zero.  A phantom that takes its b0 map from the real b0 and its diffusivities from
+    the real diffusion-weighted volumes inherits that offset, and every synthesized volume carries
+    part of it (more at higher b).  ``align_b0(fixed, moving, mask, affine)`` removes it: it must
+    return the RAS+ reference-to-moving transform registering ``moving`` (a run's mean b0) to
+    ``fixed`` (the same run's mean diffusion-weighted volume); each run's b0 is resampled with it
+    before the fit, so the b0 and diffusivity maps share the diffusion-weighted volumes' frame.
+    (This module runs no registration itself; ``benchmarks/run_benchmark.py`` passes ANTs.)
     """
     from dipy.segment.mask import median_otsu
 
@@ -490,6 +502,10 @@ def real_data_phantom(
         table = load_gradient_table(bval, bvec, data.shape[-1], b0_threshold=b0_threshold)
         s0_run = data[..., table.b0_mask].mean(-1)
         dwi_idx = table.dwi_indices
+        if align_b0 is not None:
+            _, run_mask = median_otsu(s0_run, median_radius=2, numpass=2)
+            xfm = align_b0(data[..., dwi_idx].mean(-1), s0_run, run_mask, img.affine)
+            s0_run = resample_volume(s0_run, img.affine, xfm, img.affine, s0_run.shape)
         safe_s0 = np.maximum(s0_run, 1e-3)[..., None]
         atten = np.clip(data[..., dwi_idx] / safe_s0, 1e-4, 1.0)
         apparents.append(-np.log(atten) / table.bvals[dwi_idx])
@@ -539,7 +555,8 @@ def real_data_phantom(
         compartments=[Compartment(s0=s0_map, tensor=tensor, kurtosis=kmap)],
         mask=mask.astype(bool),
         description=f"tensor + fixed kurtosis (K={kurtosis:g}) fit of "
-        + ", ".join(Path(f).name for f in as_list(dwi_file)),
+        + ", ".join(Path(f).name for f in as_list(dwi_file))
+        + ("" if align_b0 is None else " (b0 aligned to the mean diffusion-weighted volume)"),
     )
 
 
