@@ -6,8 +6,8 @@ re-computes the accuracy of every method from its outputs under ``<work>/<scenar
 with the current metrics, and prints a Markdown table with the injected motion (``identity``) as
 the reference row of each scenario.
 
-    PYTHONPATH=. python benchmarks/make_table.py --work ~/.cache/dmriprep_motion_bench/runs_v2 \\
-        ~/.cache/dmriprep_motion_bench/results/v2-*.json
+    PYTHONPATH=. python benchmarks/make_table.py --work ~/.cache/dmriprep_motion_bench/runs_v3 \\
+        results/*.json
 """
 
 from __future__ import annotations
@@ -19,72 +19,43 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_benchmark import DEFAULT_CACHE, outputs, score  # noqa: E402
+from run_benchmark import DEFAULT_CACHE, HEADER, METHODS, outputs, row, score  # noqa: E402
 
-HEADER = (
-    "| scenario | method | vols | median mean-disp err (mm) | max mean-disp err (mm) | RMSE (mm) "
-    "| common offset (mm) | median err, offset removed (mm) | median rot err (deg) | median trans err (mm) "
-    "| median b-vec err (deg) | wall (s) | s/vol | peak RSS (GB) | note |"
-)
+from dmriprep_motion.testing.metrics import Measured  # noqa: E402
+
+#: table order of the methods in each scenario
+ORDER = {name: i for i, name in enumerate(METHODS)}
+
+
+def measured(rec: dict) -> Measured:
+    """The timing of a JSON record (older records have no CPU time or load: 0)."""
+    return Measured(
+        1 if rec.get("error") else 0,
+        rec["wall_time_s"],
+        int(rec["peak_rss_bytes"]),
+        "",
+        cpu_time=rec.get("cpu_time_s", 0.0),
+        load=rec.get("mean_load", 0.0),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", type=Path, help="JSON files of run_benchmark.py")
-    parser.add_argument("--work", type=Path, default=DEFAULT_CACHE / "runs_v2")
+    parser.add_argument("results", nargs="+", type=Path, help="JSON files of run_benchmark.py --output")
+    parser.add_argument("--work", type=Path, default=DEFAULT_CACHE / "runs_v3")
     opts = parser.parse_args(argv)
     rows = {}
     for path in opts.results:
-        if path.suffix == ".json":
-            records = json.loads(path.read_text())
-        else:  # the printed table of a run (e.g. its log), when it was stopped before writing JSON
-            records = []
-            for line in path.read_text().splitlines():
-                cells = [c.strip() for c in line.strip().strip("|").split("|")]
-                if not line.startswith("|") or len(cells) < 13 or not cells[2].isdigit():
-                    continue
-                records.append(
-                    {
-                        "scenario": cells[0],
-                        "method": cells[1],
-                        "n_volumes": int(cells[2]),
-                        "wall_time_s": float(cells[-4]),
-                        "peak_rss_bytes": float(cells[-2]) * 1e9,
-                        "error": cells[-1] if cells[-1].startswith("FAILED") else None,
-                    }
-                )
-        for rec in records:
+        for rec in json.loads(path.read_text()):
             rows[(rec["scenario"], rec["method"])] = rec  # later files win
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1))
-    order = ["identity", "dmriprep", "dmriprep-sloppy", "dipy", "nifreeze-b0", "nifreeze-dti"]
-    for (scenario, method), rec in sorted(
-        rows.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]) if kv[0][1] in order else 99)
-    ):
+    for (scenario, method), rec in sorted(rows.items(), key=lambda kv: (kv[0][0], ORDER.get(kv[0][1], 99))):
         folder = opts.work / scenario
-        bids = folder / "bids"
-        n_vol, wall, peak = rec["n_volumes"], rec["wall_time_s"], rec["peak_rss_bytes"]
-        timing = (
-            f" {wall:.0f} | {wall / n_vol:.2f} | {peak / 1e9:.2f} |"
-            if method != "identity"
-            else " – | – | – |"
-        )
-        base = f"| {scenario} | {method} | {n_vol} |"
-        if rec.get("error"):
-            print(base + " – |" * 8 + timing + f" FAILED: {rec['error']} |")
-            continue
-        res = outputs(method, folder)
-        m = score(bids, res)
-        note = "" if res["rotates_bvecs"] else "b-vectors not rotated by the tool"
-        if method == "identity":
-            note = "no correction: size of the injected motion"
-        print(
-            base + f" {m['median_mean_disp']:.3f} | {m['max_mean_disp']:.3f} | {m['rmse_mean_disp']:.3f} |"
-            f" {m['common_offset_disp']:.3f} | {m['median_mean_disp_offset_removed']:.3f} |"
-            f" {m['median_rot_err']:.3f} | {m['median_trans_err']:.3f} | {m['median_bvec_err']:.2f} |"
-            + timing
-            + f" {note} |"
-        )
+        res = {"measured": measured(rec), "error": rec.get("error"), **outputs(method, folder)}
+        if not rec.get("error"):
+            res["acc"] = score(folder / "bids", res)
+        print(row(scenario, method, rec["n_volumes"], res))
     return 0
 
 

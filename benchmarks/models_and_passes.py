@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "--relaxation", type=float, default=None, metavar="F",
         help="pass --relaxation F to every run (default: the pipeline's default)",
     )  # fmt: skip
-    parser.add_argument("--work", type=Path, default=DEFAULT_CACHE / "runs_v2")
+    parser.add_argument("--work", type=Path, default=DEFAULT_CACHE / "runs_v3")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)

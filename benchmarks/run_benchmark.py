@@ -319,33 +319,44 @@ def failure(measured) -> str:
 
 def record(scenario: str, n_vol: int, result: dict) -> dict:
     """The fields every raw JSON record of a run has."""
+    meas = result["measured"]
     return {
         "scenario": scenario,
         "n_volumes": n_vol,
-        "wall_time_s": result["measured"].wall_time,
-        "peak_rss_bytes": result["measured"].peak_rss,
+        "wall_time_s": meas.wall_time,
+        "cpu_time_s": meas.cpu_time,
+        "mean_load": meas.load,
+        "peak_rss_bytes": meas.peak_rss,
         "error": result.get("error"),
     }
 
 
 HEADER = (
     "| scenario | method | vols | median mean-disp err (mm) | max mean-disp err (mm) | RMSE (mm) "
-    "| median rot err (deg) | median trans err (mm) | median b-vec err (deg) | wall (s) | s/vol "
-    "| peak RSS (GB) | note |"
+    "| median err, common offset removed (mm) | median rot err (deg) | median trans err (mm) "
+    "| median b-vec err (deg) | wall (s) | s/vol | CPU (s) | load | peak RSS (GB) | note |"
 )
 
 
 def row(scenario: str, method: str, n_vol: int, res: dict) -> str:
-    """One Markdown table row."""
+    """One Markdown table row (``res``: ``measured``, and ``acc`` or ``error``)."""
     m = res.get("acc")
     meas = res["measured"]
     base = f"| {scenario} | {method} | {n_vol} |"
-    tail = f" {meas.wall_time:.0f} | {meas.wall_time / n_vol:.2f} | {meas.peak_rss / 1e9:.2f} |"
+    tail = (
+        f" {meas.wall_time:.0f} | {meas.wall_time / n_vol:.2f} | {meas.cpu_time:.0f} | {meas.load:.1f} |"
+        f" {meas.peak_rss / 1e9:.2f} |"
+    )
+    if method == "identity":
+        tail = " – | – | – | – | – |"
     if m is None:
-        return base + " – | – | – | – | – | – |" + tail + f" FAILED: {res['error']} |"
+        return base + " – |" * 7 + tail + f" FAILED: {res['error']} |"
     note = "" if res["rotates_bvecs"] else "b-vectors not rotated by the tool"
+    if method == "identity":
+        note = "no correction: size of the injected motion"
     return (
         base + f" {m['median_mean_disp']:.3f} | {m['max_mean_disp']:.3f} | {m['rmse_mean_disp']:.3f} |"
+        f" {m['median_mean_disp_offset_removed']:.3f} |"
         f" {m['median_rot_err']:.3f} | {m['median_trans_err']:.3f} | {m['median_bvec_err']:.2f} |"
         + tail
         + f" {note} |"
@@ -362,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(METHODS),
     )
     parser.add_argument(
-        "--work", type=Path, default=DEFAULT_CACHE / "runs_v2", help="simulations and outputs"
+        "--work", type=Path, default=DEFAULT_CACHE / "runs_v3", help="simulations and outputs"
     )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="peer virtual environments")
     parser.add_argument("--nprocs", type=int, default=2)

@@ -47,6 +47,23 @@ def test_rows_match_the_header(tmp_path):
     assert "FAILED: exit 1: boom" in bad
 
 
+def test_benchmark_rows_match_the_header():
+    from dmriprep_motion.testing.metrics import Measured
+
+    rb = _load("run_benchmark")
+    width = rb.HEADER.count("|")
+    acc = {"median_mean_disp": 0.4, "max_mean_disp": 0.7, "rmse_mean_disp": 0.5,
+           "median_mean_disp_offset_removed": 0.2, "median_rot_err": 0.1, "median_trans_err": 0.3,
+           "median_bvec_err": 0.1}  # fmt: skip
+    ok = {"measured": Measured(0, 62.0, 7e8, "", cpu_time=120.0, load=2.1), "acc": acc, "rotates_bvecs": True}
+    failed = {"measured": Measured(1, 5.0, 1e8, "boom"), "error": "exit 1: boom"}
+    ident = {"measured": Measured(0, 0.0, 0, ""), "acc": acc, "rotates_bvecs": False}
+    rows = [rb.row("s", m, 31, r) for m, r in (("dmriprep", ok), ("dipy", failed), ("identity", ident))]
+    assert [r.count("|") for r in rows] == [width] * 3
+    assert "| 62 | 2.00 | 120 | 2.1 | 0.70 |" in rows[0]
+    assert "FAILED: exit 1: boom" in rows[1] and "no correction" in rows[2]
+
+
 @pytest.mark.slow
 def test_mni_phantom_frames_agree(tmp_path):
     """On the MNI phantom the b0 and the mean DWI are in one frame, and the anchor finds it."""

@@ -1,6 +1,7 @@
 """The simulator's ground truth is self-consistent, and simulated motion is recovered."""
 
 import json
+import sys
 
 import nibabel as nb
 import numpy as np
@@ -191,6 +192,17 @@ def test_bids_is_collected(simulated):
     assert np.allclose(np.loadtxt(paths["bval"]), series.bvals)
     truth = sim.load_truth(bids)
     assert np.allclose(truth["xfm"], series.motions) and truth["params"].shape == (len(series.bvals), 6)
+
+
+def test_run_measured_counts_cpu_of_grandchildren(tmp_path):
+    """CPU time includes the descendants a child waited for (e.g. Nipype workers and ANTs)."""
+    from dmriprep_motion.testing.metrics import run_measured
+
+    spin = "import time; t = time.process_time(); exec('while time.process_time() - t < 0.6: pass')"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {spin!r}], check=True)"
+    res = run_measured([sys.executable, "-c", child], log=tmp_path / "log.txt")
+    assert res.returncode == 0 and res.cpu_time >= 0.6 and res.wall_time >= 0.6
+    assert res.load > 0 and res.peak_rss > 0
 
 
 def test_mni_phantom():

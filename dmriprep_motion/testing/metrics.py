@@ -6,6 +6,7 @@ Pure NumPy/NiBabel and the standard library (``/proc`` for memory); no Nipype.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import threading
 import time
@@ -169,19 +170,30 @@ def tree_rss(pid: int) -> int:
 
 
 class PeakMemory:
-    """Sample the RSS of a process tree in a thread; ``peak`` is the maximum seen (bytes)."""
+    """Sample the RSS of a process tree in a thread; ``peak`` is the maximum seen (bytes).
+
+    It also samples the machine's 1-minute load average: ``load`` is its mean over the samples
+    (the measured processes count too, so a quiet 2-core run shows about 2).
+    """
 
     def __init__(self, pid: int | None = None, interval: float = 0.25) -> None:
         self.pid = os.getpid() if pid is None else pid
         self.interval = interval
         self.peak = 0
+        self._loads: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, tree_rss(self.pid))
+            self._loads.append(os.getloadavg()[0])
             self._stop.wait(self.interval)
+
+    @property
+    def load(self) -> float:
+        """Mean 1-minute load average while sampling (0 before the first sample)."""
+        return float(np.mean(self._loads)) if self._loads else 0.0
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -200,6 +212,8 @@ class Measured:
     wall_time: float  #: seconds
     peak_rss: int  #: bytes, whole process tree
     stderr_tail: str
+    cpu_time: float = 0.0  #: user + system seconds of the process and every descendant it waited for
+    load: float = 0.0  #: mean 1-minute load average of the machine during the run
 
 
 def run_measured(
@@ -212,6 +226,7 @@ def run_measured(
 ) -> Measured:
     """Run ``cmd`` as a subprocess; measure its wall time and the peak RSS of its process tree."""
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT if log else None)
     monitor = PeakMemory(proc.pid)
@@ -223,9 +238,11 @@ def run_measured(
             code = proc.wait()
             code = -9 if code == 0 else code
     wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if log:
         out.close()
         tail = "\n".join(Path(log).read_text(errors="replace").splitlines()[-5:])
     else:
         tail = ""
-    return Measured(returncode=code, wall_time=wall, peak_rss=monitor.peak, stderr_tail=tail)
+    return Measured(code, wall, monitor.peak, tail, cpu_time=cpu, load=monitor.load)
