@@ -4,6 +4,7 @@ import json
 
 import nibabel as nb
 import numpy as np
+import pytest
 
 from dmriprep_motion.confounds import confounds_table
 from dmriprep_motion.data import registration_preset
@@ -133,6 +134,52 @@ def test_user_registration_config_reaches_cmdline(tmp_path):
         cmd = iface.cmdline
         assert "MeanSquares[" in cmd and "[ 7x3x1," in cmd and "--shrink-factors 4x2x1" in cmd
         assert "--random-seed 7" in cmd and iface.inputs.environ["ANTS_RANDOM_SEED"] == "7"
+
+
+@pytest.mark.parametrize("sloppy", [False, True])
+def test_later_passes_register_at_full_resolution_only(sloppy, tmp_path):
+    """Pass 1 registers coarse to fine; passes 2+ start close to the answer and skip the coarse levels."""
+    from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
+
+    wf = init_dwi_motion_wf(passes=3, sloppy=sloppy)
+    img = tmp_path / "img.nii"
+    nb.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)).to_filename(img)
+    shrink = {}
+    for node in wf._get_all_nodes():
+        if node.name == "register":
+            node.interface.inputs.fixed_image = node.interface.inputs.moving_image = str(img)
+            cmd = node.interface.cmdline
+            shrink[node.fullname.split(".")[-2]] = cmd.split("--shrink-factors ")[1].split()[0]
+    if sloppy:
+        assert shrink == dict.fromkeys(("hmc_pass01_wf", "hmc_pass02_wf", "hmc_pass03_wf"), "2x1")
+        assert "full resolution only" not in wf.__desc__
+    else:
+        assert shrink == {"hmc_pass01_wf": "2x1x1", "hmc_pass02_wf": "1", "hmc_pass03_wf": "1"}
+        assert "full resolution only" in wf.__desc__
+    for transform in ("Rigid", "Affine"):
+        first, later = (json.loads(registration_preset("dwi", transform, False, refine=r).read_text())
+                        for r in (False, True))  # fmt: skip
+        assert later["shrink_factors"] == [[1]] and later["smoothing_sigmas"] == [[0.0]]
+        same = ("metric", "sampling_strategy", "sampling_percentage", "transforms")
+        assert all(first[k] == later[k] for k in same)
+
+
+def test_shell_anchor_registers_within_the_brain_mask():
+    """The cross-contrast anchor uses the brain mask, not the dilated mask of the fits.
+
+    On the real-data phantom (``real-moderate``, volumes corrected with the true motion), the
+    dilated mask put the b0 0.58 mm away from the shell mean; the brain mask, 0.25 mm.
+    """
+    from dmriprep_motion.workflows.passes import init_hmc_pass_wf
+
+    dwi, shell = (registration_preset(t, "Rigid", True) for t in ("dwi", "shell"))
+    wf = init_hmc_pass_wf(pass_index=1, model="gp", settings=dwi, anchor="auto", anchor_settings=shell)
+    graph = wf._graph
+    inputnode, align = wf.get_node("inputnode"), wf.get_node("align_shells")
+    links = dict(graph.get_edge_data(inputnode, align)["connect"])
+    assert links["brain_mask"] == "fixed_image_masks" and "reg_mask" not in links
+    register = wf.get_node("register")
+    assert dict(graph.get_edge_data(inputnode, register)["connect"])["reg_mask"] == "fixed_image_masks"
 
 
 def test_same_seed_gives_identical_transforms(ds_xa30, tmp_path):

@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--registration-config",
         type=_existing_file,
         metavar="FILE",
-        help="JSON of Nipype ants.Registration inputs replacing the packaged preset",
+        help="JSON of Nipype ants.Registration inputs replacing the packaged volume-to-prediction "
+        "presets of every pass (by default the first pass registers coarse to fine, later passes "
+        "at full resolution only)",
     )
     method.add_argument(
         "--seed", type=int, default=20161107, help="random seed of ANTs and sampling (default 20161107)"

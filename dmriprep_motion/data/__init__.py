@@ -14,7 +14,13 @@ def load(name: str) -> Path:
     return path
 
 
-def registration_preset(target: str, transform: str, sloppy: bool) -> Path:
-    """ANTs settings for ``target`` (``dwi`` or ``b0``), ``Rigid``/``Affine``, precise or sloppy."""
-    quality = "sloppy" if sloppy else "precise"
+def registration_preset(target: str, transform: str, sloppy: bool, *, refine: bool = False) -> Path:
+    """ANTs settings for ``target`` (``dwi``, ``b0`` or ``shell``), ``Rigid``/``Affine``.
+
+    ``sloppy`` selects the fast presets.  ``refine`` (``dwi`` only, ignored with ``sloppy``)
+    selects the settings of the passes after the first: they start from the previous pass's
+    transform, a fraction of a millimetre from the answer, so they skip the coarse, smoothed
+    levels and register at full resolution only, with the same metric and sampling.
+    """
+    quality = "sloppy" if sloppy else ("refine" if refine else "precise")
     return load(f"antsreg/{target}_{transform.lower()}_{quality}.json")

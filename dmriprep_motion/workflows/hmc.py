@@ -36,13 +36,17 @@ _MODEL_DESC = {
         "hyper-parameters chosen by closed-form leave-one-out error, in the spirit of FSL eddy)"
     ),
 }
+_REFINE_DESC = " (after the first pass, at full resolution only, since they start close to the answer)"
+
 _ANCHOR_DESC = {
     "registration": "After each pass, the corrected mean of each shell was registered to the b0 "
-    "reference (rigid, mutual information) to tie the shell's common position to it. ",
+    "reference (rigid, mutual information within the brain mask) to tie the shell's common "
+    "position to it. ",
     "median": "After each pass, the common position of each shell was tied to the b0 reference "
     "by setting the shell's median motion to zero. ",
     "auto": "After each pass, the common position of each shell was tied to the b0 reference: "
-    "by registering the shell's corrected mean to it (rigid, mutual information) for shells up "
+    "by registering the shell's corrected mean to it (rigid, mutual information within the brain "
+    "mask) for shells up "
     f"to b={AUTO_MAX_BVAL:.0f} s/mm², and by setting the shell's median motion to zero for "
     "higher shells. ",
     "none": "",
@@ -138,7 +142,10 @@ def init_dwi_motion_wf(
     seed : int or None
         Random seed of ANTs and of voxel subsampling.
     registration_config : path or None
-        JSON file of ANTs settings replacing the packaged volume-to-prediction preset.
+        JSON file of ANTs settings replacing the packaged volume-to-prediction
+        presets (of every pass).  Without it, the first pass registers from coarse
+        to fine and later passes, which start from the previous estimates, at
+        full resolution only (``data/antsreg/dwi_*_refine.json``).
     omp_nthreads : int
         Threads of each registration.
     mem_gb : float
@@ -169,6 +176,7 @@ def init_dwi_motion_wf(
     if passes < 1:
         raise ValueError("passes must be >= 1")
     settings = registration_config or registration_preset("dwi", transform, sloppy)
+    refine = registration_config or registration_preset("dwi", transform, sloppy, refine=True)
     # Registering to the b0 reference already places the volumes in its frame.
     shell_anchor = "none" if model == "b0" else anchor
 
@@ -179,7 +187,8 @@ def init_dwi_motion_wf(
         f"and registered to its prediction with a {transform.lower()} transform "
         f"(`antsRegistration`, ANTs [@ants]). Estimation was repeated for {passes} pass(es), "
         "each pass fitting the model to the series moved by the previous pass's estimates and "
-        "starting the registrations from them. "
+        "starting the registrations from them"
+        f"{_REFINE_DESC if passes > 1 and not (sloppy or registration_config) else ''}. "
         f"{_ANCHOR_DESC[shell_anchor]}"
         "b-vectors were rotated by the estimated "
         "rotations, and each volume was resampled once onto the native grid of the b0 "
@@ -214,7 +223,7 @@ def init_dwi_motion_wf(
         pass_wf = init_hmc_pass_wf(
             pass_index=index,
             model=model,
-            settings=settings,
+            settings=settings if index == 1 else refine,
             anchor=shell_anchor,
             transform=transform,
             relaxation=1.0 if index == 1 else relaxation,

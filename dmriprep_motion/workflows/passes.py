@@ -175,8 +175,9 @@ def init_hmc_pass_wf(
         workflow.connect([
             (inputnode, shell_means, [("dwi_file", "in_file"), ("in_bval", "in_bval")]),
             (merge, shell_means, [("out_ras", "in_xforms")]),
-            (inputnode, align_shells, [("reg_mask", "fixed_image_masks")]),
-            (inputnode, align_shells, [("dwiref", "fixed_image")]),
+            # the brain only: the dilated margin of reg_mask holds scalp and CSF signal that the
+            # b0 shows and diffusion weighting suppresses, which biases the cross-contrast metric
+            (inputnode, align_shells, [("brain_mask", "fixed_image_masks"), ("dwiref", "fixed_image")]),
             (shell_means, align_shells, [("out_files", "moving_image")]),
             (shell_means, anchor_node, [("shells", "shells")]),
             (align_shells, anchor_node, [("forward_transforms", "shell_xforms")]),
