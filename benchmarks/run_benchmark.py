@@ -53,6 +53,12 @@ METHODS = {
     "identity": None,  # no correction: the size of the injected motion, as a reference row
     "dmriprep": [],
     "dmriprep-sloppy": ["--sloppy"],
+    # every pass coarse to fine (the packaged first-pass preset for all passes; the default until
+    # 2026-11-26), to measure what the full-resolution-only later passes save
+    "dmriprep-c2f": [
+        "--registration-config",
+        str(ROOT / "dmriprep_motion/data/antsreg/dwi_rigid_precise.json"),
+    ],
     "dmriprep-b0": ["--model", "b0"],
     "dmriprep-avgdwi": ["--model", "avgdwi"],
     "dmriprep-dti": ["--model", "dti"],
