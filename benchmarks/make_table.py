@@ -19,11 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_benchmark import DEFAULT_CACHE, HEADER, METHODS, outputs, row, score  # noqa: E402
+from run_benchmark import DEFAULT_CACHE, HEADER, METHODS, SCENARIOS, outputs, row, score  # noqa: E402
 
 from dmriprep_motion.testing.metrics import Measured  # noqa: E402
 
-#: table order of the methods in each scenario
+#: table order of the scenarios, and of the methods in each scenario
+SCENARIO_ORDER = {name: i for i, name in enumerate(SCENARIOS)}
 ORDER = {name: i for i, name in enumerate(METHODS)}
 
 
@@ -50,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
             rows[(rec["scenario"], rec["method"])] = rec  # later files win
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1))
-    for (scenario, method), rec in sorted(rows.items(), key=lambda kv: (kv[0][0], ORDER.get(kv[0][1], 99))):
+
+    def order(item):
+        (scenario, method), _ = item
+        return SCENARIO_ORDER.get(scenario, 99), ORDER.get(method, 99)
+
+    for (scenario, method), rec in sorted(rows.items(), key=order):
         folder = opts.work / scenario
         res = {"measured": measured(rec), "error": rec.get("error"), **outputs(method, folder)}
         if not rec.get("error"):
