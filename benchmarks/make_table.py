@@ -19,25 +19,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_benchmark import DEFAULT_CACHE, HEADER, METHODS, SCENARIOS, outputs, row, score  # noqa: E402
-
-from dmriprep_motion.testing.metrics import Measured  # noqa: E402
+from run_benchmark import (  # noqa: E402
+    DEFAULT_CACHE,
+    HEADER,
+    METHODS,
+    SCENARIOS,
+    measured_from_record,
+    outputs,
+    row,
+    score,
+)
 
 #: table order of the scenarios, and of the methods in each scenario
 SCENARIO_ORDER = {name: i for i, name in enumerate(SCENARIOS)}
 ORDER = {name: i for i, name in enumerate(METHODS)}
-
-
-def measured(rec: dict) -> Measured:
-    """The timing of a JSON record (older records have no CPU time or load: 0)."""
-    return Measured(
-        1 if rec.get("error") else 0,
-        rec["wall_time_s"],
-        int(rec["peak_rss_bytes"]),
-        "",
-        cpu_time=rec.get("cpu_time_s", 0.0),
-        load=rec.get("mean_load", 0.0),
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for (scenario, method), rec in sorted(rows.items(), key=order):
         folder = opts.work / scenario
-        res = {"measured": measured(rec), "error": rec.get("error"), **outputs(method, folder)}
+        res = {"measured": measured_from_record(rec), "error": rec.get("error"), **outputs(method, folder)}
         if not rec.get("error"):
             res["acc"] = score(folder / "bids", res)
         print(row(scenario, method, rec["n_volumes"], res))

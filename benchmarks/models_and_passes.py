@@ -33,6 +33,7 @@ from run_benchmark import (  # noqa: E402
     DEFAULT_CACHE,
     SCENARIOS,
     failure,
+    measured_from_record,
     outputs,
     record,
     run_method,
@@ -126,14 +127,11 @@ def run_one(scenario: str, model: str, anchor: str, opts: argparse.Namespace) ->
 
 def rescore(opts: argparse.Namespace) -> list[tuple[str, str, str, dict]]:
     """Re-score the runs listed in earlier JSON outputs from their folders (nothing is re-run)."""
-    from dmriprep_motion.testing.metrics import Measured
-
     found = []
     for path in opts.rescore:
         for rec in json.loads(path.read_text()):
             anchor = rec.get("anchor", "registration")
-            measured = Measured(1 if rec["error"] else 0, rec["wall_time_s"], rec["peak_rss_bytes"], "")
-            result = {"measured": measured, "error": rec["error"]}
+            result = {"measured": measured_from_record(rec), "error": rec["error"]}
             if not rec["error"] or rec["error"].startswith("exit 143"):  # finished, or stopped (SIGTERM)
                 bids = opts.work / rec["scenario"] / "bids"
                 folder = _folder(opts, rec["scenario"], rec["model"], anchor)

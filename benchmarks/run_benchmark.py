@@ -89,10 +89,13 @@ def ants_rigid(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray, affine: 
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        images = {"fixed": fixed, "moving": moving, "mask": np.asarray(mask, dtype=np.uint8)}
+        images = {
+            "fixed": np.asarray(fixed, dtype=np.float32),
+            "moving": np.asarray(moving, dtype=np.float32),
+            "mask": np.asarray(mask, dtype=np.uint8),
+        }
         for key, data in images.items():
-            nb.save(nb.Nifti1Image(np.asarray(data, dtype=np.float32 if key != "mask" else np.uint8), affine),
-                    folder / f"{key}.nii.gz")  # fmt: skip
+            nb.save(nb.Nifti1Image(data, affine), folder / f"{key}.nii.gz")
         reg = Registration(from_file=str(registration_preset("shell", "Rigid", False)))
         reg.inputs.fixed_image = str(folder / "fixed.nii.gz")
         reg.inputs.moving_image = str(folder / "moving.nii.gz")
@@ -335,6 +338,20 @@ def record(scenario: str, n_vol: int, result: dict) -> dict:
         "peak_rss_bytes": meas.peak_rss,
         "error": result.get("error"),
     }
+
+
+def measured_from_record(rec: dict):
+    """The :class:`Measured` of a JSON record of :func:`record` (older records: no CPU time or load)."""
+    from dmriprep_motion.testing.metrics import Measured
+
+    return Measured(
+        1 if rec.get("error") else 0,
+        rec["wall_time_s"],
+        int(rec["peak_rss_bytes"]),
+        "",
+        cpu_time=rec.get("cpu_time_s", 0.0),
+        load=rec.get("mean_load", 0.0),
+    )
 
 
 HEADER = (

@@ -171,11 +171,12 @@ class AnchorShells(SimpleInterface):
         the phantom re-synthesized from it (b0 aligned to the diffusion-weighted volumes),
         without motion or noise, it was off by 0.22 mm at b=1000 and 1.3 mm at b=3000
         (``benchmarks/phantom_frame.py``).
-
-    Registrations use the brain mask, not the dilated mask of the model fits: its margin
-    holds scalp and CSF signal that the b0 shows and diffusion weighting suppresses.
     ``none``
         Transforms pass through (right when the target is the b0 itself).
+
+    The registrations (made by the pass workflow) use the brain mask, not the dilated
+    mask of the model fits: its margin holds scalp and CSF signal that the b0 shows and
+    diffusion weighting suppresses.
 
     With ``relaxation < 1`` every transform first moves only that fraction of
     the way from the previous pass's estimate to the new one.  Passes are a

@@ -188,7 +188,7 @@ def init_dwi_motion_wf(
         f"(`antsRegistration`, ANTs [@ants]). Estimation was repeated for {passes} pass(es), "
         "each pass fitting the model to the series moved by the previous pass's estimates and "
         "starting the registrations from them"
-        f"{_REFINE_DESC if passes > 1 and not (sloppy or registration_config) else ''}. "
+        f"{_REFINE_DESC if passes > 1 and refine != settings else ''}. "
         f"{_ANCHOR_DESC[shell_anchor]}"
         "b-vectors were rotated by the estimated "
         "rotations, and each volume was resampled once onto the native grid of the b0 "
