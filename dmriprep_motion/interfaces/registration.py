@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nipype.interfaces.ants.registration import Registration, RegistrationInputSpec
-from nipype.interfaces.base import traits
+from nipype.interfaces.base import isdefined, traits
 
 
 class _SkippableInputSpec(RegistrationInputSpec):
@@ -17,7 +17,9 @@ class SkippableRegistration(Registration):
     transforms by less than the tolerance, the later passes set ``skip`` and
     hand the initial (converged) transform through at no cost.  ``skip`` has no
     command-line argument, so the generated ``antsRegistration`` command is the
-    same as the parent interface's.
+    same as the parent interface's.  Without an initial transform a skipped
+    registration returns no transform (e.g. the reference b0, not registered to
+    itself).
     """
 
     input_spec = _SkippableInputSpec
@@ -31,6 +33,7 @@ class SkippableRegistration(Registration):
     def _list_outputs(self):
         if self.inputs.skip:
             outputs = self._outputs().get()
-            outputs["forward_transforms"] = [self.inputs.initial_moving_transform[0]]
+            initial = self.inputs.initial_moving_transform
+            outputs["forward_transforms"] = [initial[0]] if isdefined(initial) else []
             return outputs
         return super()._list_outputs()

@@ -61,10 +61,15 @@ def init_dwi_reference_wf(
     align_b0 = init_registration_node(
         name="align_b0",
         settings=b0_settings,
-        iterfield=["moving_image"],
+        iterfield=["moving_image", "skip"],
         seed=seed,
         omp_nthreads=omp_nthreads,
         mem_gb=0.5,
+    )
+    not_first = pe.Node(
+        niu.Function(function=_skip_first, output_names=["skip"]),
+        name="not_first",
+        run_without_submitting=True,
     )
     b0_files = pe.Node(niu.Function(function=_first_items, output_names=["out"]), name="b0_files")
     b0ref = pe.Node(B0Reference(), name="b0ref", mem_gb=mem_gb)
@@ -81,6 +86,8 @@ def init_dwi_reference_wf(
         (select_b0, first_b0, [("out", "inlist")]),
         (first_b0, align_b0, [("out", "fixed_image")]),
         (select_b0, align_b0, [("out", "moving_image")]),
+        (select_b0, not_first, [("out", "inlist")]),
+        (not_first, align_b0, [("skip", "skip")]),
         (align_b0, b0_files, [("forward_transforms", "inlist")]),
         (validate, b0ref, [("out_file", "in_file"), ("b0_indices", "b0_indices")]),
         (b0_files, b0ref, [("out", "in_xforms")]),
@@ -99,6 +106,11 @@ def init_dwi_reference_wf(
     ])
     # fmt: on
     return workflow
+
+
+def _skip_first(inlist):
+    """Skip the registration of the first b0 (the reference) to itself."""
+    return [index == 0 for index in range(len(inlist))]
 
 
 def _first_items(inlist):
