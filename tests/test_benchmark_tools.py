@@ -85,3 +85,30 @@ def test_aligned_b0_brings_the_real_phantom_frames_together():
     assert "b0 aligned" in aligned.description and "b0 aligned" not in raw.description
     offsets = [frame.frame_offset(ph, 1000.0)["mean"] for ph in (raw, aligned)]
     assert offsets[1] < 0.3 < offsets[0], offsets
+
+
+def test_preset_variants_and_pass_inputs(tmp_path):
+    """``presets.py`` overrides one stage of a preset and finds a pass's registrations in a run."""
+    pr = _load("presets")
+    assert pr.parse_variant("sampling_percentage=0.25,number_of_iterations=100x50,smoothing_sigmas=1x0") == {
+        "sampling_percentage": [0.25],
+        "number_of_iterations": [[100, 50]],
+        "smoothing_sigmas": [[1.0, 0.0]],
+    }
+    assert pr.parse_variant("sampling_strategy=Random") == {"sampling_strategy": ["Random"]}
+    assert pr.parse_variant("") == {}
+    dwi = tmp_path / "bids" / "sub-01" / "dwi"
+    dwi.mkdir(parents=True)
+    (dwi / "sub-01_dwi.bval").write_text("0 1000 5 1000\n")  # b=5 counts as a b0
+    wf = tmp_path / "dmriprep" / "work" / "top_wf" / "sub_01_wf" / "dwi_motion_wf"
+    anchor = wf / "hmc_pass01_wf" / "anchor"
+    anchor.mkdir(parents=True)
+    np.save(anchor / "xforms.npy", np.tile(np.eye(4), (4, 1, 1)) * 2)
+    first, start1, mask = pr.pass_inputs(tmp_path, 1)
+    second, start2, _ = pr.pass_inputs(tmp_path, 2)
+    assert [item[0] for item in first] == [item[0] for item in second] == [1, 3]
+    assert first[1][1].parent.name == "_predict1" and first[1][1].name == "prediction_0003.nii"
+    assert first[1][2].name == "vol0003.nii" and first[1][3].name == "identity_0003.txt"
+    assert second[0][3] == anchor / "xform_0001.txt" and second[0][1].parts[-5] == "hmc_pass02_wf"
+    assert np.allclose(start1, np.eye(4)) and np.allclose(start2, 2 * np.eye(4))
+    assert mask.name == "reg_mask.nii.gz"
