@@ -198,11 +198,15 @@ class _ShellMeansInputSpec(BaseInterfaceInputSpec):
     in_xforms = File(exists=True, mandatory=True, desc="(N, 4, 4) RAS+ transforms (.npy)")
     in_bval = File(exists=True, mandatory=True, desc="b-values")
     b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+    register_max_bval = traits.Float(
+        float("inf"), usedefault=True, desc="shells above this b-value are not registered (skip)"
+    )
 
 
 class _ShellMeansOutputSpec(TraitedSpec):
     out_files = traits.List(File(exists=True), desc="mean corrected volume of each shell")
     shells = traits.List(traits.Int, desc="shell label of each mean (1, 2, ...)")
+    skip = traits.List(traits.Bool, desc="per shell, whether its registration to the b0 is skipped")
 
 
 class ShellMeans(SimpleInterface):
@@ -216,11 +220,13 @@ class ShellMeans(SimpleInterface):
 
         img = nb.load(self.inputs.in_file)
         xforms = np.load(self.inputs.in_xforms)
-        labels = shell_labels(np.loadtxt(self.inputs.in_bval, ndmin=1), self.inputs.b0_threshold)
-        out_files, shells = [], []
+        bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
+        labels = shell_labels(bvals, self.inputs.b0_threshold)
+        out_files, shells, skip = [], [], []
         for label in range(1, labels.max() + 1):
             acc = np.zeros(img.shape[:3], dtype=np.float64)
             members = np.flatnonzero(labels == label)
+            skip.append(bool(np.median(bvals[members]) > self.inputs.register_max_bval))
             for idx in members:
                 vol = np.asanyarray(img.dataobj[..., idx], dtype=np.float32)
                 acc += resample_volume(vol, img.affine, xforms[idx], img.affine, img.shape[:3])
@@ -228,7 +234,7 @@ class ShellMeans(SimpleInterface):
                 save_like(acc / members.size, img, Path(runtime.cwd) / f"shell{label:02d}_mean.nii")
             )
             shells.append(int(label))
-        self._results.update(out_files=out_files, shells=shells)
+        self._results.update(out_files=out_files, shells=shells, skip=skip)
         return runtime
 
 

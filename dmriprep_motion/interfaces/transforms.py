@@ -132,7 +132,7 @@ class _AnchorInputSpec(BaseInterfaceInputSpec):
     shells = traits.List(traits.Int, desc="shell labels of shell_xforms")
     shell_xforms = InputMultiObject(
         traits.Either(File(exists=True), traits.List(File(exists=True))),
-        desc="per shell, the ANTs transform aligning the b0 reference to the shell mean",
+        desc="per shell, the ANTs transform aligning the b0 reference to the shell mean (empty: skipped)",
     )
     previous = File(exists=True, desc="(N, 4, 4) transforms of the previous pass (.npy)")
     in_mask = File(exists=True, desc="brain mask to measure the change between passes")
@@ -198,6 +198,7 @@ class AnchorShells(SimpleInterface):
             registered = {
                 label: load_itk(xfm[-1] if isinstance(xfm, list) else xfm)
                 for label, xfm in zip(self.inputs.shells, self.inputs.shell_xforms, strict=True)
+                if xfm  # a skipped registration (a shell above auto_max_bval) returns none
             }
         if method == "registration":
             return registered

@@ -11,6 +11,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 from dmriprep_motion.interfaces.dwi import FlagOutliers, ResampleSeries, ShellMeans
 from dmriprep_motion.interfaces.models import PredictVolume
 from dmriprep_motion.interfaces.transforms import (
+    AUTO_MAX_BVAL,
     AnchorShells,
     CheckConvergence,
     ITKToRAS,
@@ -162,11 +163,17 @@ def init_hmc_pass_wf(
     if anchor in ("registration", "auto"):
         if anchor_settings is None:
             raise ValueError(f"anchor={anchor!r} needs anchor_settings")
-        shell_means = pe.Node(ShellMeans(b0_threshold=b0_threshold), name="shell_means", mem_gb=mem_gb)
+        # --anchor auto: the shells above AUTO_MAX_BVAL take the median anchor; not registered
+        register_max = AUTO_MAX_BVAL if anchor == "auto" else float("inf")
+        shell_means = pe.Node(
+            ShellMeans(b0_threshold=b0_threshold, register_max_bval=register_max),
+            name="shell_means",
+            mem_gb=mem_gb,
+        )
         align_shells = init_registration_node(
             name="align_shells",
             settings=anchor_settings,
-            iterfield=["moving_image"],
+            iterfield=["moving_image", "skip"],
             seed=seed,
             omp_nthreads=omp_nthreads,
             mem_gb=0.5,
@@ -178,7 +185,7 @@ def init_hmc_pass_wf(
             # the brain only: the dilated margin of reg_mask holds scalp and CSF signal that the
             # b0 shows and diffusion weighting suppresses, which biases the cross-contrast metric
             (inputnode, align_shells, [("brain_mask", "fixed_image_masks"), ("dwiref", "fixed_image")]),
-            (shell_means, align_shells, [("out_files", "moving_image")]),
+            (shell_means, align_shells, [("out_files", "moving_image"), ("skip", "skip")]),
             (shell_means, anchor_node, [("shells", "shells")]),
             (align_shells, anchor_node, [("forward_transforms", "shell_xforms")]),
         ])
