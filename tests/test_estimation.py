@@ -88,6 +88,31 @@ def test_auto_anchor_registers_low_shells_and_takes_the_median_of_high_ones(tmp_
     assert np.allclose(out[low], mats[low] @ registered[1])
     assert np.allclose(np.median(motion_parameters(out[high]), axis=0), 0, atol=2e-3)  # not the 3 mm
     assert np.allclose(out[0], np.eye(4))
+    # the pass workflow skips the b=3000 registration (no transform): same result
+    node.inputs.shell_xforms = [str(tmp_path / "shell1.txt"), []]
+    assert np.allclose(np.load(node.run(cwd=str(tmp_path)).outputs.out_ras), out)
+
+
+def test_auto_anchor_does_not_register_high_shells(tmp_path):
+    """``--anchor auto`` takes the median for shells above b=1500: their registration is skipped."""
+    from dmriprep_motion.interfaces.dwi import ShellMeans
+    from dmriprep_motion.workflows.passes import init_hmc_pass_wf
+
+    bvals = [0, 1000, 3000, 1000, 3000]
+    nb.Nifti1Image(np.ones((4, 4, 4, 5), np.float32), np.eye(4)).to_filename(tmp_path / "dwi.nii")
+    np.save(tmp_path / "x.npy", np.tile(np.eye(4), (5, 1, 1)))
+    (tmp_path / "b.bval").write_text(" ".join(str(b) for b in bvals))
+    inputs = {"in_file": str(tmp_path / "dwi.nii"), "in_xforms": str(tmp_path / "x.npy"),
+              "in_bval": str(tmp_path / "b.bval")}  # fmt: skip
+    assert ShellMeans(**inputs, register_max_bval=1500).run(cwd=str(tmp_path)).outputs.skip == [False, True]
+    assert ShellMeans(**inputs).run(cwd=str(tmp_path)).outputs.skip == [False, False]
+    dwi, shell = (registration_preset(t, "Rigid", False) for t in ("dwi", "shell"))
+    for anchor, limit in (("auto", 1500), ("registration", float("inf"))):
+        wf = init_hmc_pass_wf(pass_index=1, model="dti", settings=dwi, anchor=anchor, anchor_settings=shell)
+        means, align = wf.get_node("shell_means"), wf.get_node("align_shells")
+        assert means.interface.inputs.register_max_bval == limit
+        assert ("skip", "skip") in wf._graph.get_edge_data(means, align)["connect"]
+        assert "skip" in align.iterfield
 
 
 def test_convergence_check():
@@ -277,3 +302,23 @@ def test_confounds_with_outliers_and_affine():
     assert np.allclose(table["trans_x"][1:], 1.0) and np.allclose(table["rot_z"][1:], 0.03)
     assert np.allclose(table["scale_y"][1:], 1.03) and np.allclose(table["shear_yz"][1:], 0.01)
     assert np.allclose(table["scale_x"][0], 1.0)
+
+
+def test_b0_reference_averages_over_the_b0s_covering_each_voxel(tmp_path):
+    """An aligned b0 has no data where its field of view ended: the average skips it there.
+
+    The series is constant along z, so every b0, moved along z, holds the same image; once the
+    second b0 is aligned (3 mm = 1 slice), its top slice lies outside its field of view.
+    """
+    from dmriprep_motion.interfaces.dwi import B0Reference
+
+    x, y = np.meshgrid(np.arange(12.0), np.arange(10.0), indexing="ij")
+    image = np.repeat((100 + 5 * x + 3 * y)[..., None], 8, axis=-1).astype(np.float32)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    nb.Nifti1Image(np.stack([image, image], axis=-1), affine).to_filename(tmp_path / "b0s.nii.gz")
+    shift = write_itk(tmp_path / "shift.txt", matrix_from_params([0, 0, 3.0, 0, 0, 0]))
+    res = B0Reference(
+        in_file=str(tmp_path / "b0s.nii.gz"), b0_indices=[0, 1], in_xforms=[None, str(shift)]
+    ).run(cwd=str(tmp_path))
+    ref = nb.load(res.outputs.out_file).get_fdata()
+    assert np.allclose(ref, image, rtol=1e-4)  # a plain average halves the top slice

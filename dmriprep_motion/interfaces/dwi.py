@@ -251,7 +251,14 @@ class _B0RefOutputSpec(TraitedSpec):
 
 
 class B0Reference(SimpleInterface):
-    """Average the b0 volumes after aligning them (one interpolation each)."""
+    """Average the b0 volumes after aligning them (one interpolation each).
+
+    Each voxel is the average over the b0s that cover it: a b0 acquired with the head moved
+    along the slab has no data beyond the field of view once aligned, and a plain average would
+    dim the reference there by the share of such b0s.  That dimmed edge biased the shell anchor
+    (registering the shell mean to this reference) on 3-b0 series.  The reference b0 itself
+    (no transform) covers every voxel, so no voxel is left without data.
+    """
 
     input_spec = _B0RefInputSpec
     output_spec = _B0RefOutputSpec
@@ -260,15 +267,24 @@ class B0Reference(SimpleInterface):
         from dmriprep_motion.motion import load_itk
 
         img = nb.load(self.inputs.in_file)
+        shape = img.shape[:3]
         xforms = list(self.inputs.in_xforms) if isdefined(self.inputs.in_xforms) else []
-        acc = np.zeros(img.shape[:3], dtype=np.float64)
+        total = np.zeros(shape, dtype=np.float64)
+        coverage = np.zeros(shape, dtype=np.float64)
         for k, idx in enumerate(self.inputs.b0_indices):
             vol = np.asanyarray(img.dataobj[..., idx], dtype=np.float32)
             xfm = xforms[k] if k < len(xforms) and xforms[k] else None
-            if xfm is not None:
-                vol = resample_volume(vol, img.affine, load_itk(xfm), img.affine, img.shape[:3])
-            acc += vol
-        ref = acc / len(self.inputs.b0_indices)
+            if xfm is None:
+                total += vol
+                coverage += 1.0
+                continue
+            matrix = load_itk(xfm)
+            total += resample_volume(vol, img.affine, matrix, img.affine, shape)
+            # the share of each voxel that this b0's field of view covers once aligned
+            coverage += resample_volume(
+                np.ones(shape, np.float32), img.affine, matrix, img.affine, shape, order=1
+            )
+        ref = np.where(coverage > 1e-3, total / np.maximum(coverage, 1e-3), 0.0)
         self._results["out_file"] = save_like(ref, img, Path(runtime.cwd) / "dwiref.nii.gz")
         return runtime
 
