@@ -166,11 +166,11 @@ class AnchorShells(SimpleInterface):
         mean (mutual information, as FSL eddy's post-alignment of shells).
     ``auto``
         ``registration`` for shells up to ``auto_max_bval`` (1500 s/mm²), ``median``
-        above.  The b0 and a high-b shell mean share little contrast: on real data
-        (ds-xa30, b=2500) the registration moved by 0.5-1 mm from pass to pass, and on
-        the phantom re-synthesized from it (b0 aligned to the diffusion-weighted volumes),
-        without motion or noise, it was off by 0.22 mm at b=1000 and 1.3 mm at b=3000
-        (``benchmarks/phantom_frame.py``).
+        above (the pass workflow does not register those shells).  The b0 and a high-b
+        shell mean share little contrast: on real data (ds-xa30, b=2500) the registration
+        moved by 0.5-1 mm from pass to pass, and on the phantom re-synthesized from it (b0
+        aligned to the diffusion-weighted volumes), without motion or noise, it was off by
+        0.22 mm at b=1000 and 1.3 mm at b=3000 (``benchmarks/phantom_frame.py``).
     ``none``
         Transforms pass through (right when the target is the b0 itself).
 
