@@ -34,10 +34,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from models_and_passes import WITHIN  # noqa: E402
 from run_benchmark import score  # noqa: E402
 
 LEVELS = ("number_of_iterations", "shrink_factors", "smoothing_sigmas")
-WITHIN = "median_mean_disp_group_offsets_removed"
 
 
 def parse_variant(text: str) -> dict:
@@ -64,9 +64,11 @@ def _workflow_dir(run: Path) -> Path:
 
 def pass_inputs(run: Path, pass_index: int) -> tuple[list[tuple[int, Path, Path, Path]], np.ndarray, Path]:
     """Per diffusion-weighted volume: (index, prediction, volume, initial transform); start; mask."""
+    from dmriprep_motion.gradients import shell_labels
+
     wf = _workflow_dir(run)
     bvals = np.loadtxt(run / "bids" / "sub-01" / "dwi" / "sub-01_dwi.bval")
-    dwi = [i for i, b in enumerate(bvals) if b > 50]
+    dwi = np.flatnonzero(shell_labels(bvals) > 0).tolist()  # the pipeline's b0 threshold
     if pass_index == 1:
         start = np.tile(np.eye(4), (len(bvals), 1, 1))
         inits = [wf / "dwi_reference_wf" / "init" / f"identity_{i:04d}.txt" for i in dwi]
