@@ -4,8 +4,11 @@
 For every scenario (simulated as in ``run_benchmark.py``), every model and every shell anchor,
 dmriprep-motion runs once with ``--model M --anchor A --passes P --tolerance 0`` (no early stop,
 so every pass is estimated); the transforms each pass hands to the next
-(``hmc_passNN_wf/anchor/xforms.npy`` in the work directory, the last of which is the written
-``desc-hmc_xfm``) are scored against the truth.
+(``hmc_passNN_wf/relax/xforms.npy`` in the work directory; ``.../anchor/`` in work directories
+from before the shells were anchored once, after the last pass) are scored against the truth.
+The shells of a pass are not tied to the b0 until the end, so the per-pass errors in
+parentheses (each shell's offset removed) are the comparable ones; the last column is the
+written, anchored ``desc-hmc_xfm``.
 One Markdown table is printed: per pass, the median mean-displacement error over the brain and,
 in parentheses, the same once each shell's common offset is removed (how a shell is tied to the
 b0 reference is left out; see ``dmriprep_motion.testing.metrics.accuracy``); then the last
@@ -50,7 +53,8 @@ def pass_transforms(work: Path, passes: int) -> list[Path | None]:
     """The transforms each pass produced (``None`` for a pass that did not run)."""
     found = []
     for k in range(1, passes + 1):
-        hits = sorted(work.glob(f"**/hmc_pass{k:02d}_wf/anchor/xforms.npy"))
+        hits = sorted(work.glob(f"**/hmc_pass{k:02d}_wf/relax/xforms.npy"))
+        hits = hits or sorted(work.glob(f"**/hmc_pass{k:02d}_wf/anchor/xforms.npy"))
         found.append(hits[0] if hits else None)
     return found
 

@@ -73,7 +73,9 @@ def pass_inputs(run: Path, pass_index: int) -> tuple[list[tuple[int, Path, Path,
         start = np.tile(np.eye(4), (len(bvals), 1, 1))
         inits = [wf / "dwi_reference_wf" / "init" / f"identity_{i:04d}.txt" for i in dwi]
     else:
-        previous = wf / f"hmc_pass{pass_index - 1:02d}_wf" / "anchor"
+        previous = wf / f"hmc_pass{pass_index - 1:02d}_wf" / "relax"
+        if not previous.exists():  # work directories from before the single, final anchor
+            previous = previous.with_name("anchor")
         start = np.load(previous / "xforms.npy")
         inits = [previous / f"xform_{i:04d}.txt" for i in dwi]
     predict = wf / f"hmc_pass{pass_index:02d}_wf" / "predict" / "mapflow"

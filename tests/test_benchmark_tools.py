@@ -23,8 +23,8 @@ def _load(name: str):
 
 def test_pass_transforms_in_pass_order_with_gaps(tmp_path):
     mp = _load("models_and_passes")
-    for k in (1, 2, 4):
-        folder = tmp_path / "wf" / "sub_01_wf" / f"hmc_pass{k:02d}_wf" / "anchor"
+    for k in (1, 2, 4):  # pass 4 from an older work directory (before the final anchor)
+        folder = tmp_path / "wf" / "sub_01_wf" / f"hmc_pass{k:02d}_wf" / ("anchor" if k == 4 else "relax")
         folder.mkdir(parents=True)
         np.save(folder / "xforms.npy", np.tile(np.eye(4), (3, 1, 1)))
     found = mp.pass_transforms(tmp_path, 4)
@@ -101,14 +101,14 @@ def test_preset_variants_and_pass_inputs(tmp_path):
     dwi.mkdir(parents=True)
     (dwi / "sub-01_dwi.bval").write_text("0 1000 5 1000\n")  # b=5 counts as a b0
     wf = tmp_path / "dmriprep" / "work" / "top_wf" / "sub_01_wf" / "dwi_motion_wf"
-    anchor = wf / "hmc_pass01_wf" / "anchor"
-    anchor.mkdir(parents=True)
-    np.save(anchor / "xforms.npy", np.tile(np.eye(4), (4, 1, 1)) * 2)
+    relax = wf / "hmc_pass01_wf" / "relax"
+    relax.mkdir(parents=True)
+    np.save(relax / "xforms.npy", np.tile(np.eye(4), (4, 1, 1)) * 2)
     first, start1, mask = pr.pass_inputs(tmp_path, 1)
     second, start2, _ = pr.pass_inputs(tmp_path, 2)
     assert [item[0] for item in first] == [item[0] for item in second] == [1, 3]
     assert first[1][1].parent.name == "_predict1" and first[1][1].name == "prediction_0003.nii"
     assert first[1][2].name == "vol0003.nii" and first[1][3].name == "identity_0003.txt"
-    assert second[0][3] == anchor / "xform_0001.txt" and second[0][1].parts[-5] == "hmc_pass02_wf"
+    assert second[0][3] == relax / "xform_0001.txt" and second[0][1].parts[-5] == "hmc_pass02_wf"
     assert np.allclose(start1, np.eye(4)) and np.allclose(start2, 2 * np.eye(4))
     assert mask.name == "reg_mask.nii.gz"

@@ -96,7 +96,7 @@ def test_auto_anchor_registers_low_shells_and_takes_the_median_of_high_ones(tmp_
 def test_auto_anchor_does_not_register_high_shells(tmp_path):
     """``--anchor auto`` takes the median for shells above b=1500: their registration is skipped."""
     from dmriprep_motion.interfaces.dwi import ShellMeans
-    from dmriprep_motion.workflows.passes import init_hmc_pass_wf
+    from dmriprep_motion.workflows.anchor import init_shell_anchor_wf
 
     bvals = [0, 1000, 3000, 1000, 3000]
     nb.Nifti1Image(np.ones((4, 4, 4, 5), np.float32), np.eye(4)).to_filename(tmp_path / "dwi.nii")
@@ -106,9 +106,9 @@ def test_auto_anchor_does_not_register_high_shells(tmp_path):
               "in_bval": str(tmp_path / "b.bval")}  # fmt: skip
     assert ShellMeans(**inputs, register_max_bval=1500).run(cwd=str(tmp_path)).outputs.skip == [False, True]
     assert ShellMeans(**inputs).run(cwd=str(tmp_path)).outputs.skip == [False, False]
-    dwi, shell = (registration_preset(t, "Rigid", False) for t in ("dwi", "shell"))
+    shell = registration_preset("shell", "Rigid", False)
     for anchor, limit in (("auto", 1500), ("registration", float("inf"))):
-        wf = init_hmc_pass_wf(pass_index=1, model="dti", settings=dwi, anchor=anchor, anchor_settings=shell)
+        wf = init_shell_anchor_wf(anchor=anchor, anchor_settings=shell)
         means, align = wf.get_node("shell_means"), wf.get_node("align_shells")
         assert means.interface.inputs.register_max_bval == limit
         assert ("skip", "skip") in wf._graph.get_edge_data(means, align)["connect"]
@@ -245,16 +245,42 @@ def test_shell_anchor_registers_within_the_brain_mask():
     On the real-data phantom (``real-moderate``, volumes corrected with the true motion), the
     dilated mask put the b0 0.58 mm away from the shell mean; the brain mask, 0.25 mm.
     """
+    from dmriprep_motion.workflows.anchor import init_shell_anchor_wf
     from dmriprep_motion.workflows.passes import init_hmc_pass_wf
 
-    dwi, shell = (registration_preset(t, "Rigid", True) for t in ("dwi", "shell"))
-    wf = init_hmc_pass_wf(pass_index=1, model="gp", settings=dwi, anchor="auto", anchor_settings=shell)
-    graph = wf._graph
+    wf = init_shell_anchor_wf(anchor="auto", anchor_settings=registration_preset("shell", "Rigid", True))
     inputnode, align = wf.get_node("inputnode"), wf.get_node("align_shells")
-    links = dict(graph.get_edge_data(inputnode, align)["connect"])
-    assert links["brain_mask"] == "fixed_image_masks" and "reg_mask" not in links
-    register = wf.get_node("register")
-    assert dict(graph.get_edge_data(inputnode, register)["connect"])["reg_mask"] == "fixed_image_masks"
+    links = dict(wf._graph.get_edge_data(inputnode, align)["connect"])
+    assert links["brain_mask"] == "fixed_image_masks" and links["dwiref"] == "fixed_image"
+    wf = init_hmc_pass_wf(pass_index=1, model="gp", settings=registration_preset("dwi", "Rigid", True))
+    inputnode, register = wf.get_node("inputnode"), wf.get_node("register")
+    assert dict(wf._graph.get_edge_data(inputnode, register)["connect"])["reg_mask"] == "fixed_image_masks"
+
+
+def test_shells_are_anchored_once_after_the_last_pass():
+    """The passes only relax their transforms; one anchor workflow ties the shells to the b0.
+
+    The written transforms (and the resampled series and confounds) are the anchored ones; the
+    median anchor registers nothing, and the b0 model (registered to the b0 itself) has no anchor.
+    """
+    from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
+
+    wf = init_dwi_motion_wf(model="gp", passes=3, anchor="auto", sloppy=True)
+    names = {node.fullname for node in wf._get_all_nodes()}
+    assert {"shell_anchor_wf.shell_means", "shell_anchor_wf.align_shells", "shell_anchor_wf.anchor"} <= names
+    assert not [n for n in names if n.startswith("hmc_pass") and ("align_shells" in n or "anchor" in n)]
+    for index in (1, 2, 3):
+        assert wf.get_node(f"hmc_pass{index:02d}_wf.relax").interface.inputs.method == "none"
+    anchor_wf = wf.get_node("shell_anchor_wf")
+    last = wf.get_node("hmc_pass03_wf")
+    assert ("outputnode.out_ras", "inputnode.in_ras") in wf._graph.get_edge_data(last, anchor_wf)["connect"]
+    for target in ("final", "confounds"):
+        links = wf._graph.get_edge_data(anchor_wf, wf.get_node(target))["connect"]
+        assert ("outputnode.out_ras", "in_xforms") in links
+    median = init_dwi_motion_wf(model="gp", passes=2, anchor="median", sloppy=True)
+    assert {n.name for n in median._get_all_nodes() if n.fullname.startswith("shell_anchor_wf")} >= {"anchor"}
+    assert not [n for n in median._get_all_nodes() if n.name == "align_shells"]
+    assert not [n for n in init_dwi_motion_wf(model="b0", passes=2)._get_all_nodes() if n.name == "anchor"]
 
 
 def test_same_seed_gives_identical_transforms(ds_xa30, tmp_path):

@@ -292,7 +292,8 @@ HEAVY = {
     "dwi_reference_wf.validate": 2, "dwi_reference_wf.split": 1, "dwi_reference_wf.b0ref": 1,
     "dwi_reference_wf.align_b0": None,
     "hmc_pass*_wf.moved": 2, "hmc_pass*_wf.predict": 2, "hmc_pass*_wf.outliers": 1,
-    "hmc_pass*_wf.shell_means": 1, "hmc_pass*_wf.register": None, "hmc_pass*_wf.align_shells": None,
+    "hmc_pass*_wf.register": None,
+    "shell_anchor_wf.shell_means": 1, "shell_anchor_wf.align_shells": None,
     "*_motion_wf.final": 2, "*_motion_wf.similarity": 1,
     "*_reports_wf.averages": 2, "*_reports_wf.volumes": 3,
 }  # fmt: skip
@@ -302,7 +303,8 @@ HEAVY = {
 #: interpreter on ds-xa30.)
 LIGHT = {
     "dwi_reference_wf.b0_files",  # file names
-    "dwi_reference_wf.init", "hmc_pass*_wf.merge", "hmc_pass*_wf.anchor",  # transforms (+ 3D mask)
+    "dwi_reference_wf.init", "hmc_pass*_wf.merge", "hmc_pass*_wf.relax",  # transforms (+ 3D mask)
+    "shell_anchor_wf.anchor",
     "dwi_reference_wf.mask",  # median_otsu on the 3D b0 reference
     "*_motion_wf.confounds",  # transforms -> TSV
     "*_reports_wf.summary", "*_reports_wf.gradients", "*_reports_wf.motion",  # tables, b-vectors
@@ -357,8 +359,9 @@ def test_every_node_carries_resource_hints(tmp_path, tiny_bids, passes):
         if ants:
             assert node.inputs.num_threads == 3
     assert set(seen) == set(HEAVY) | set(LIGHT)  # every listed node exists (tables not stale)
-    for per_pass in ("hmc_pass*_wf.register", "hmc_pass*_wf.predict", "hmc_pass*_wf.align_shells"):
+    for per_pass in ("hmc_pass*_wf.register", "hmc_pass*_wf.predict"):
         assert seen[per_pass] == passes
+    assert seen["shell_anchor_wf.align_shells"] == 1  # once, after the last pass
     # Hints scale with the series: a bigger series asks for more memory.
     big = {n.name: n.mem_gb for n in init_dwi_motion_wf(model="dti", passes=1, mem_gb=6.0)._get_all_nodes()}
     assert big["final"] == pytest.approx(12.0) and big["validate"] == pytest.approx(12.0)

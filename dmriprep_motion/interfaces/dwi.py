@@ -217,6 +217,7 @@ class ShellMeans(SimpleInterface):
 
     def _run_interface(self, runtime):
         from dmriprep_motion.gradients import shell_labels
+        from dmriprep_motion.interfaces.transforms import registers_to_b0
 
         img = nb.load(self.inputs.in_file)
         xforms = np.load(self.inputs.in_xforms)
@@ -226,7 +227,7 @@ class ShellMeans(SimpleInterface):
         for label in range(1, labels.max() + 1):
             acc = np.zeros(img.shape[:3], dtype=np.float64)
             members = np.flatnonzero(labels == label)
-            skip.append(bool(np.median(bvals[members]) > self.inputs.register_max_bval))
+            skip.append(not registers_to_b0(np.median(bvals[members]), self.inputs.register_max_bval))
             for idx in members:
                 vol = np.asanyarray(img.dataobj[..., idx], dtype=np.float32)
                 acc += resample_volume(vol, img.affine, xforms[idx], img.affine, img.shape[:3])

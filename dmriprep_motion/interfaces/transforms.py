@@ -33,6 +33,16 @@ LOGGER = logging.getLogger("nipype.interface")
 AUTO_MAX_BVAL = 1500.0
 
 
+def registers_to_b0(bval: float, max_bval: float = AUTO_MAX_BVAL) -> bool:
+    """Whether a shell of (median) b-value ``bval`` is anchored by registration to the b0.
+
+    The one rule shared by :class:`~dmriprep_motion.interfaces.dwi.ShellMeans` (which marks
+    the other shells' registrations as skipped) and :class:`AnchorShells` (which gives them
+    the median anchor) under ``--anchor auto``.
+    """
+    return bool(bval <= max_bval)
+
+
 class _ToRASInputSpec(BaseInterfaceInputSpec):
     in_file = InputMultiObject(File(exists=True), mandatory=True, desc="ANTs output transform")
 
@@ -174,11 +184,13 @@ class AnchorShells(SimpleInterface):
     ``none``
         Transforms pass through (right when the target is the b0 itself).
 
-    The registrations (made by the pass workflow) use the brain mask, not the dilated
-    mask of the model fits: its margin holds scalp and CSF signal that the b0 shows and
-    diffusion weighting suppresses.
+    The registrations (made by :func:`~dmriprep_motion.workflows.anchor.init_shell_anchor_wf`,
+    once, after the last pass) use the brain mask, not the dilated mask of the model fits:
+    its margin holds scalp and CSF signal that the b0 shows and diffusion weighting
+    suppresses.  The passes use this interface with ``method="none"``: it only relaxes and
+    writes their transforms.
 
-    With ``relaxation < 1`` every transform first moves only that fraction of
+    With ``relaxation < 1`` every transform moves only that fraction of
     the way from the previous pass's estimate to the new one.  Passes are a
     fixed-point iteration whose operator (how an error of one volume moves the
     predictions of the others) can have eigenvalues below -1 when the model
@@ -205,7 +217,9 @@ class AnchorShells(SimpleInterface):
         corrections = {}
         for label in range(1, labels.max() + 1):
             bval = float(np.median(bvals[labels == label]))
-            by_registration = method == "auto" and bval <= self.inputs.auto_max_bval and label in registered
+            by_registration = (
+                method == "auto" and registers_to_b0(bval, self.inputs.auto_max_bval) and label in registered
+            )
             if by_registration:
                 corrections[label] = registered[label]
             else:

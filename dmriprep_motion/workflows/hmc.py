@@ -14,6 +14,7 @@ from dmriprep_motion.interfaces.dwi import ResampleSeries, VolumeSimilarity
 from dmriprep_motion.interfaces.transforms import AUTO_MAX_BVAL
 from dmriprep_motion.models import MODEL_NAMES
 from dmriprep_motion.outliers import MIN_GROUP
+from dmriprep_motion.workflows.anchor import init_shell_anchor_wf
 from dmriprep_motion.workflows.passes import PASS_INPUTS, init_hmc_pass_wf
 from dmriprep_motion.workflows.reference import init_dwi_reference_wf
 
@@ -39,12 +40,12 @@ _MODEL_DESC = {
 _REFINE_DESC = " (after the first pass, at full resolution only, since they start close to the answer)"
 
 _ANCHOR_DESC = {
-    "registration": "After each pass, the corrected mean of each shell was registered to the b0 "
+    "registration": "After the last pass, the corrected mean of each shell was registered to the b0 "
     "reference (rigid, mutual information within the brain mask) to tie the shell's common "
     "position to it. ",
-    "median": "After each pass, the common position of each shell was tied to the b0 reference "
+    "median": "After the last pass, the common position of each shell was tied to the b0 reference "
     "by setting the shell's median motion to zero. ",
-    "auto": "After each pass, the common position of each shell was tied to the b0 reference: "
+    "auto": "After the last pass, the common position of each shell was tied to the b0 reference: "
     "by registering the shell's corrected mean to it (rigid, mutual information within the brain "
     "mask) for shells up "
     f"to b={AUTO_MAX_BVAL:.0f} s/mm², and by setting the shell's median motion to zero for "
@@ -120,7 +121,7 @@ def init_dwi_motion_wf(
         Unrolled estimation passes; each starts from the previous one's transforms.
     anchor : {"auto", "registration", "median", "none"}
         How the common position of each shell is tied to the b0 reference after
-        each pass: registration of the shell mean to the b0 reference (mutual
+        the last pass: registration of the shell mean to the b0 reference (mutual
         information), its median motion is zero (robust, deterministic), ``auto``
         (default: registration for shells up to b=1500, median above), or not at all.
     tolerance : float
@@ -224,10 +225,8 @@ def init_dwi_motion_wf(
             pass_index=index,
             model=model,
             settings=settings if index == 1 else refine,
-            anchor=shell_anchor,
             transform=transform,
             relaxation=1.0 if index == 1 else relaxation,
-            anchor_settings=registration_preset("shell", "Rigid", sloppy),
             b0_threshold=b0_threshold,
             tolerance=tolerance,
             outlier_threshold=outlier_threshold,
@@ -248,26 +247,45 @@ def init_dwi_motion_wf(
             connections.append((previous[0], pass_wf, chain))
         previous = (pass_wf, "outputnode.out_xforms", "outputnode.out_ras")
     last = previous[0]
+    # The transforms written: the last pass's, each shell then moved onto the b0 reference.
+    written = last
+    if shell_anchor != "none":
+        written = init_shell_anchor_wf(
+            anchor=shell_anchor,
+            anchor_settings=registration_preset("shell", "Rigid", sloppy),
+            transform=transform,
+            b0_threshold=b0_threshold,
+            seed=seed,
+            omp_nthreads=omp_nthreads,
+            mem_gb=mem_gb,
+        )
+        connections += [
+            (reference_wf, written, [("outputnode.dwi_file", "inputnode.dwi_file"),
+                                     ("outputnode.in_bval", "inputnode.in_bval"),
+                                     ("outputnode.dwiref", "inputnode.dwiref"),
+                                     ("outputnode.brain_mask", "inputnode.brain_mask")]),
+            (last, written, [("outputnode.out_ras", "inputnode.in_ras")]),
+        ]  # fmt: skip
 
     # fmt: off
     workflow.connect(connections + [
         (inputnode, reference_wf, [("dwi_file", "inputnode.dwi_file"), ("in_bval", "inputnode.in_bval"),
                                    ("in_bvec", "inputnode.in_bvec"), ("in_mask", "inputnode.in_mask")]),
         (reference_wf, final, [("outputnode.dwi_file", "in_file"), ("outputnode.in_bvec", "in_bvec")]),
-        (last, final, [("outputnode.out_ras", "in_xforms")]),
+        (written, final, [("outputnode.out_ras", "in_xforms")]),
         (final, similarity, [("out_file", "in_file")]),
         (last, similarity, [("outputnode.predictions", "predictions")]),
         (reference_wf, similarity, [("outputnode.dwi_indices", "dwi_indices"),
                                     ("outputnode.dwiref", "reference"),
                                     ("outputnode.brain_mask", "in_mask")]),
-        (last, confounds, [("outputnode.out_ras", "in_xforms")]),
+        (written, confounds, [("outputnode.out_ras", "in_xforms")]),
         (reference_wf, confounds, [("outputnode.in_bval", "in_bval")]),
         (similarity, confounds, [("similarity", "similarity")]),
         (final, outputnode, [("out_file", "dwi_file"), ("out_bvec", "out_bvec")]),
         (reference_wf, outputnode, [("outputnode.in_bval", "out_bval"), ("outputnode.dwiref", "dwiref"),
                                     ("outputnode.brain_mask", "brain_mask")]),
-        (last, outputnode, [("outputnode.out_itk", "xforms"), ("outputnode.out_ras", "xforms_ras"),
-                            ("outputnode.predictions", "predictions")]),
+        (written, outputnode, [("outputnode.out_itk", "xforms"), ("outputnode.out_ras", "xforms_ras")]),
+        (last, outputnode, [("outputnode.predictions", "predictions")]),
         (confounds, outputnode, [("out_file", "confounds"), ("out_metadata", "confounds_metadata")]),
         (similarity, outputnode, [("similarity", "similarity")]),
         (changes, outputnode, [("out", "pass_changes")]),

@@ -8,10 +8,9 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-from dmriprep_motion.interfaces.dwi import FlagOutliers, ResampleSeries, ShellMeans
+from dmriprep_motion.interfaces.dwi import FlagOutliers, ResampleSeries
 from dmriprep_motion.interfaces.models import PredictVolume
 from dmriprep_motion.interfaces.transforms import (
-    AUTO_MAX_BVAL,
     AnchorShells,
     CheckConvergence,
     ITKToRAS,
@@ -22,7 +21,7 @@ from dmriprep_motion.workflows.registration import init_registration_node
 
 PASS_INPUTS = [
     "dwi_file", "volumes", "in_bval", "in_bvec", "n_volumes", "b0_indices", "dwi_indices",
-    "b0_xforms", "init_xforms", "init_ras", "reg_mask", "brain_mask", "dwiref",
+    "b0_xforms", "init_xforms", "init_ras", "reg_mask", "brain_mask",
     "prev_change", "prev_predictions",
 ]  # fmt: skip
 
@@ -32,10 +31,8 @@ def init_hmc_pass_wf(
     pass_index: int,
     model: str,
     settings: str | Path,
-    anchor: str = "auto",
     transform: str = "Rigid",
     relaxation: float = 1.0,
-    anchor_settings: str | Path | None = None,
     b0_threshold: float = 50.0,
     tolerance: float = 0.0,
     outlier_threshold: float = 4.0,
@@ -60,15 +57,9 @@ def init_hmc_pass_wf(
         Signal model (see :mod:`dmriprep_motion.models`).
     settings : path
         ANTs JSON settings for the volume-to-prediction registrations.
-    anchor : {"auto", "registration", "median", "none"}
-        How each shell's common position is tied to the b0 reference (see
-        :class:`~dmriprep_motion.interfaces.transforms.AnchorShells`).
     relaxation : float
         Fraction of the step from the previous transforms to the new estimates
         (1 takes the new estimates; less damps oscillations between passes).
-    anchor_settings : path or None
-        ANTs JSON settings registering the b0 reference to each shell's
-        corrected mean (``anchor="registration"`` or ``"auto"`` only).
     tolerance : float
         When the previous pass changed no transform by more than this (mm, mean
         over the brain), the registrations of this pass are skipped.
@@ -124,9 +115,11 @@ def init_hmc_pass_wf(
     )
     to_ras = pe.MapNode(ITKToRAS(), iterfield=["in_file"], name="to_ras", run_without_submitting=True)
     merge = pe.Node(MergeTransforms(), name="merge")
-    anchor_node = pe.Node(
-        AnchorShells(b0_threshold=b0_threshold, method=anchor, transform=transform, relaxation=relaxation),
-        name="anchor",
+    # Relaxes and writes the transforms; the shells are anchored once, after the last pass
+    # (workflows/anchor.py).
+    relax = pe.Node(
+        AnchorShells(b0_threshold=b0_threshold, method="none", transform=transform, relaxation=relaxation),
+        name="relax",
     )
 
     # fmt: off
@@ -149,45 +142,14 @@ def init_hmc_pass_wf(
         (inputnode, merge, [("n_volumes", "n_volumes"), ("b0_indices", "b0_indices"),
                             ("b0_xforms", "b0_xforms"), ("dwi_indices", "dwi_indices")]),
         (to_ras, merge, [("out_file", "dwi_xforms"), ("matrix", "dwi_matrices")]),
-        (merge, anchor_node, [("out_ras", "in_ras")]),
-        (inputnode, anchor_node, [("in_bval", "in_bval"), ("init_ras", "previous"),
-                                  ("brain_mask", "in_mask")]),
-        (anchor_node, outputnode, [("out_xforms", "out_xforms"), ("out_ras", "out_ras"),
-                              ("out_itk", "out_itk"), ("change", "change"), ("changes", "changes")]),
+        (merge, relax, [("out_ras", "in_ras")]),
+        (inputnode, relax, [("in_bval", "in_bval"), ("init_ras", "previous"), ("brain_mask", "in_mask")]),
+        (relax, outputnode, [("out_xforms", "out_xforms"), ("out_ras", "out_ras"),
+                             ("out_itk", "out_itk"), ("change", "change"), ("changes", "changes")]),
         (predict, outputnode, [("out_file", "predictions")]),
         (outliers, outputnode, [("exclude", "outliers")]),
     ])
     # fmt: on
     if exclude_outliers:
         workflow.connect([(outliers, predict, [("exclude", "exclude")])])
-    if anchor in ("registration", "auto"):
-        if anchor_settings is None:
-            raise ValueError(f"anchor={anchor!r} needs anchor_settings")
-        # --anchor auto: the shells above AUTO_MAX_BVAL take the median anchor; not registered
-        register_max = AUTO_MAX_BVAL if anchor == "auto" else float("inf")
-        shell_means = pe.Node(
-            ShellMeans(b0_threshold=b0_threshold, register_max_bval=register_max),
-            name="shell_means",
-            mem_gb=mem_gb,
-        )
-        align_shells = init_registration_node(
-            name="align_shells",
-            settings=anchor_settings,
-            iterfield=["moving_image", "skip"],
-            seed=seed,
-            omp_nthreads=omp_nthreads,
-            mem_gb=0.5,
-        )
-        # fmt: off
-        workflow.connect([
-            (inputnode, shell_means, [("dwi_file", "in_file"), ("in_bval", "in_bval")]),
-            (merge, shell_means, [("out_ras", "in_xforms")]),
-            # the brain only: the dilated margin of reg_mask holds scalp and CSF signal that the
-            # b0 shows and diffusion weighting suppresses, which biases the cross-contrast metric
-            (inputnode, align_shells, [("brain_mask", "fixed_image_masks"), ("dwiref", "fixed_image")]),
-            (shell_means, align_shells, [("out_files", "moving_image"), ("skip", "skip")]),
-            (shell_means, anchor_node, [("shells", "shells")]),
-            (align_shells, anchor_node, [("forward_transforms", "shell_xforms")]),
-        ])
-        # fmt: on
     return workflow

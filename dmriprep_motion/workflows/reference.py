@@ -66,9 +66,9 @@ def init_dwi_reference_wf(
         omp_nthreads=omp_nthreads,
         mem_gb=0.5,
     )
-    not_first = pe.Node(
+    skip_first = pe.Node(
         niu.Function(function=_skip_first, output_names=["skip"]),
-        name="not_first",
+        name="skip_first",
         run_without_submitting=True,
     )
     b0_files = pe.Node(niu.Function(function=_first_items, output_names=["out"]), name="b0_files")
@@ -86,8 +86,8 @@ def init_dwi_reference_wf(
         (select_b0, first_b0, [("out", "inlist")]),
         (first_b0, align_b0, [("out", "fixed_image")]),
         (select_b0, align_b0, [("out", "moving_image")]),
-        (select_b0, not_first, [("out", "inlist")]),
-        (not_first, align_b0, [("skip", "skip")]),
+        (select_b0, skip_first, [("out", "inlist")]),
+        (skip_first, align_b0, [("skip", "skip")]),
         (align_b0, b0_files, [("forward_transforms", "inlist")]),
         (validate, b0ref, [("out_file", "in_file"), ("b0_indices", "b0_indices")]),
         (b0_files, b0ref, [("out", "in_xforms")]),
