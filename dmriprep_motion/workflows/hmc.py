@@ -201,13 +201,9 @@ def init_dwi_motion_wf(
         niu.IdentityInterface(fields=["dwi_file", "in_bval", "in_bvec", "in_mask"]), name="inputnode"
     )
     outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUTS + REPORT_OUTPUTS), name="outputnode")
-    reference_wf = init_dwi_reference_wf(
-        b0_settings=registration_preset("b0", "Rigid", sloppy),
-        b0_threshold=b0_threshold,
-        seed=seed,
-        omp_nthreads=omp_nthreads,
-        mem_gb=mem_gb,
-    )
+    # What every sub-workflow shares: the b0 threshold, ANTs seed and threads, series size.
+    common = {"b0_threshold": b0_threshold, "seed": seed, "omp_nthreads": omp_nthreads, "mem_gb": mem_gb}
+    reference_wf = init_dwi_reference_wf(b0_settings=registration_preset("b0", "Rigid", sloppy), **common)
     changes = pe.Node(niu.Merge(passes), name="changes", run_without_submitting=True)
     final = pe.Node(ResampleSeries(order=3, compress=True), name="final", mem_gb=2 * mem_gb)
     similarity = pe.Node(VolumeSimilarity(), name="similarity", mem_gb=mem_gb)
@@ -227,13 +223,10 @@ def init_dwi_motion_wf(
             settings=settings if index == 1 else refine,
             transform=transform,
             relaxation=1.0 if index == 1 else relaxation,
-            b0_threshold=b0_threshold,
             tolerance=tolerance,
             outlier_threshold=outlier_threshold,
             exclude_outliers=exclude_outliers,
-            seed=seed,
-            omp_nthreads=omp_nthreads,
-            mem_gb=mem_gb,
+            **common,
         )
         connections += [
             (reference_wf, pass_wf, [(f"outputnode.{a}", f"inputnode.{b}") for a, b in shared]),
@@ -254,10 +247,7 @@ def init_dwi_motion_wf(
             anchor=shell_anchor,
             anchor_settings=registration_preset("shell", "Rigid", sloppy),
             transform=transform,
-            b0_threshold=b0_threshold,
-            seed=seed,
-            omp_nthreads=omp_nthreads,
-            mem_gb=mem_gb,
+            **common,
         )
         connections += [
             (reference_wf, written, [("outputnode.dwi_file", "inputnode.dwi_file"),
