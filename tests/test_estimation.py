@@ -115,6 +115,38 @@ def test_auto_anchor_does_not_register_high_shells(tmp_path):
         assert "skip" in align.iterfield
 
 
+def test_similarity_moves_predictions_by_the_shell_anchor(tmp_path):
+    """The anchor moves a shell after its predictions were made; the similarity undoes that.
+
+    A volume that is exactly its prediction moved by the anchor's correction ``G`` scores ~1
+    once the prediction is moved by ``pred_xforms⁻¹ @ in_xforms`` (= ``G``), less without.
+    """
+    from dmriprep_motion.interfaces.dwi import VolumeSimilarity
+    from dmriprep_motion.motion import resample_volume
+
+    grid = np.mgrid[:24, :24, :20].astype(np.float32)
+    blob = np.exp(-(((grid - np.array([11.0, 12.5, 9.0])[:, None, None, None]) / 4.0) ** 2).sum(0))
+    blob += 0.5 * np.exp(-(((grid - np.array([6.0, 8.0, 12.0])[:, None, None, None]) / 2.0) ** 2).sum(0))
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    gmat = matrix_from_params([1.2, -0.9, 0.6, 0.03, 0.0, 0.02])
+    moved = resample_volume(blob, affine, gmat, affine, blob.shape)  # moved(x) = blob(G x)
+    nb.Nifti1Image(np.stack([blob, moved], -1), affine).to_filename(tmp_path / "final.nii")
+    nb.Nifti1Image(blob, affine).to_filename(tmp_path / "pred.nii")
+    nb.Nifti1Image(np.ones(blob.shape, np.uint8), affine).to_filename(tmp_path / "mask.nii")
+    unanchored = np.tile(matrix_from_params([0.5, 0, 0, 0, 0, 0]), (2, 1, 1))
+    np.save(tmp_path / "before.npy", unanchored)
+    np.save(tmp_path / "after.npy", unanchored @ gmat)
+    node = VolumeSimilarity(
+        in_file=str(tmp_path / "final.nii"), predictions=[str(tmp_path / "pred.nii")], dwi_indices=[1],
+        reference=str(tmp_path / "pred.nii"), in_mask=str(tmp_path / "mask.nii"),
+    )  # fmt: skip
+    plain = node.run(cwd=str(tmp_path)).outputs.similarity[1]
+    node.inputs.pred_xforms = str(tmp_path / "before.npy")
+    node.inputs.in_xforms = str(tmp_path / "after.npy")
+    moved_back = node.run(cwd=str(tmp_path)).outputs.similarity[1]
+    assert plain < 0.99 < 0.999 < moved_back, (plain, moved_back)
+
+
 def test_convergence_check():
     assert CheckConvergence(tolerance=0.05).run().outputs.skip is False  # first pass
     assert CheckConvergence(tolerance=0.05, prev_change=0.01).run().outputs.skip is True

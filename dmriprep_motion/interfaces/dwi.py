@@ -68,13 +68,27 @@ def save_like(data: np.ndarray, like: nb.spatialimages.SpatialImage, path: Path,
 
 
 def prediction_similarity(
-    img: nb.spatialimages.SpatialImage, indices: list[int], predictions: list[str], mask: np.ndarray
+    img: nb.spatialimages.SpatialImage,
+    indices: list[int],
+    predictions: list[str],
+    mask: np.ndarray,
+    moves: dict[int, np.ndarray] | None = None,
 ) -> dict[int, float]:
-    """Correlation, inside ``mask``, of volumes ``indices`` of ``img`` with their predicted volumes."""
-    return {
-        idx: similarity(np.asanyarray(img.dataobj[..., idx]), np.asanyarray(nb.load(pred).dataobj), mask)
-        for idx, pred in zip(indices, predictions, strict=True)
-    }
+    """Correlation, inside ``mask``, of volumes ``indices`` of ``img`` with their predicted volumes.
+
+    ``moves`` maps a volume to a RAS+ transform ``C`` that takes its prediction into the frame
+    of ``img`` first (``pred(C x)``): the shell anchor moves whole shells after the predictions
+    were made.
+    """
+    moves = moves or {}
+    scores = {}
+    for idx, pred in zip(indices, predictions, strict=True):
+        pimg = nb.load(pred)
+        target = np.asanyarray(pimg.dataobj, dtype=np.float32)
+        if idx in moves:
+            target = resample_volume(target, pimg.affine, moves[idx], img.affine, img.shape[:3])
+        scores[idx] = similarity(np.asanyarray(img.dataobj[..., idx]), target, mask)
+    return scores
 
 
 class _ValidateDWIInputSpec(BaseInterfaceInputSpec):
@@ -347,6 +361,8 @@ class _SimilarityInputSpec(BaseInterfaceInputSpec):
     dwi_indices = traits.List(traits.Int, mandatory=True, desc="volumes the predictions belong to")
     reference = File(exists=True, mandatory=True, desc="b0 reference (compared with b0 volumes)")
     in_mask = File(exists=True, mandatory=True, desc="brain mask")
+    pred_xforms = File(exists=True, desc="(N, 4, 4) RAS+ transforms of the pass that made the predictions")
+    in_xforms = File(exists=True, desc="(N, 4, 4) RAS+ transforms the series was resampled with")
 
 
 class _SimilarityOutputSpec(TraitedSpec):
@@ -354,7 +370,12 @@ class _SimilarityOutputSpec(TraitedSpec):
 
 
 class VolumeSimilarity(SimpleInterface):
-    """Correlation, inside the brain, of each corrected volume with what it was registered to."""
+    """Correlation, inside the brain, of each corrected volume with what it was registered to.
+
+    With ``pred_xforms`` and ``in_xforms``, each prediction is first moved by the difference
+    between the two (``pred_xforms[i]⁻¹ @ in_xforms[i]``): the shell anchor, applied after the
+    last pass, moves a whole shell away from the frame its predictions were made in.
+    """
 
     input_spec = _SimilarityInputSpec
     output_spec = _SimilarityOutputSpec
@@ -363,8 +384,15 @@ class VolumeSimilarity(SimpleInterface):
         img = nb.load(self.inputs.in_file)
         mask = np.asanyarray(nb.load(self.inputs.in_mask).dataobj) > 0
         ref = np.asanyarray(nb.load(self.inputs.reference).dataobj, dtype=np.float32)
+        moves = {}
+        if isdefined(self.inputs.pred_xforms) and isdefined(self.inputs.in_xforms):
+            before, after = np.load(self.inputs.pred_xforms), np.load(self.inputs.in_xforms)
+            for idx in self.inputs.dwi_indices:
+                move = np.linalg.inv(before[idx]) @ after[idx]
+                if not np.allclose(move, np.eye(4), atol=1e-9):
+                    moves[idx] = move
         scores = prediction_similarity(
-            img, list(self.inputs.dwi_indices), list(self.inputs.predictions), mask
+            img, list(self.inputs.dwi_indices), list(self.inputs.predictions), mask, moves
         )
         self._results["similarity"] = [
             scores[i] if i in scores else similarity(np.asanyarray(img.dataobj[..., i]), ref, mask)

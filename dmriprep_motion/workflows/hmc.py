@@ -255,6 +255,9 @@ def init_dwi_motion_wf(
                                      ("outputnode.dwiref", "inputnode.dwiref"),
                                      ("outputnode.brain_mask", "inputnode.brain_mask")]),
             (last, written, [("outputnode.out_ras", "inputnode.in_ras")]),
+            # the predictions were made before the shells were anchored: move them likewise
+            (last, similarity, [("outputnode.out_ras", "pred_xforms")]),
+            (written, similarity, [("outputnode.out_ras", "in_xforms")]),
         ]  # fmt: skip
 
     # fmt: off
