@@ -49,14 +49,20 @@ MODELS = ("b0", "avgdwi", "dti", "dki", "gp")
 WITHIN = "median_mean_disp_group_offsets_removed"
 
 
+def pass_transform(work: Path, k: int) -> Path | None:
+    """``xforms.npy`` of pass ``k`` under ``work`` (``None`` if that pass did not run).
+
+    ``relax/`` since the shells are anchored once, after the last pass; ``anchor/`` in older
+    work directories.
+    """
+    hits = sorted(work.glob(f"**/hmc_pass{k:02d}_wf/relax/xforms.npy"))
+    hits = hits or sorted(work.glob(f"**/hmc_pass{k:02d}_wf/anchor/xforms.npy"))
+    return hits[0] if hits else None
+
+
 def pass_transforms(work: Path, passes: int) -> list[Path | None]:
     """The transforms each pass produced (``None`` for a pass that did not run)."""
-    found = []
-    for k in range(1, passes + 1):
-        hits = sorted(work.glob(f"**/hmc_pass{k:02d}_wf/relax/xforms.npy"))
-        hits = hits or sorted(work.glob(f"**/hmc_pass{k:02d}_wf/anchor/xforms.npy"))
-        found.append(hits[0] if hits else None)
-    return found
+    return [pass_transform(work, k) for k in range(1, passes + 1)]
 
 
 def header(passes: int) -> str:

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from models_and_passes import WITHIN  # noqa: E402
+from models_and_passes import WITHIN, pass_transform  # noqa: E402
 from run_benchmark import score  # noqa: E402
 
 LEVELS = ("number_of_iterations", "shrink_factors", "smoothing_sigmas")
@@ -73,10 +73,11 @@ def pass_inputs(run: Path, pass_index: int) -> tuple[list[tuple[int, Path, Path,
         start = np.tile(np.eye(4), (len(bvals), 1, 1))
         inits = [wf / "dwi_reference_wf" / "init" / f"identity_{i:04d}.txt" for i in dwi]
     else:
-        previous = wf / f"hmc_pass{pass_index - 1:02d}_wf" / "relax"
-        if not previous.exists():  # work directories from before the single, final anchor
-            previous = previous.with_name("anchor")
-        start = np.load(previous / "xforms.npy")
+        found = pass_transform(wf, pass_index - 1)
+        if found is None:
+            raise SystemExit(f"pass {pass_index - 1} did not run in {wf}")
+        previous = found.parent
+        start = np.load(found)
         inits = [previous / f"xform_{i:04d}.txt" for i in dwi]
     predict = wf / f"hmc_pass{pass_index:02d}_wf" / "predict" / "mapflow"
     split = wf / "dwi_reference_wf" / "split"
