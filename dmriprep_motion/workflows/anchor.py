@@ -96,7 +96,6 @@ def init_shell_anchor_wf(
             iterfield=["moving_image", "skip"],
             seed=seed,
             omp_nthreads=omp_nthreads,
-            mem_gb=0.5,
         )
         connections += [
             (inputnode, shell_means, [("dwi_file", "in_file"), ("in_bval", "in_bval"),

@@ -111,7 +111,6 @@ def init_hmc_pass_wf(
         iterfield=["fixed_image", "moving_image", "initial_moving_transform"],
         seed=seed,
         omp_nthreads=omp_nthreads,
-        mem_gb=0.5,
     )
     to_ras = pe.MapNode(ITKToRAS(), iterfield=["in_file"], name="to_ras", run_without_submitting=True)
     merge = pe.Node(MergeTransforms(), name="merge")

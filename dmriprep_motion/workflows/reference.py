@@ -64,7 +64,6 @@ def init_dwi_reference_wf(
         iterfield=["moving_image", "skip"],
         seed=seed,
         omp_nthreads=omp_nthreads,
-        mem_gb=0.5,
     )
     skip_first = pe.Node(
         niu.Function(function=_skip_first, output_names=["skip"]),

@@ -8,6 +8,9 @@ from nipype.pipeline import engine as pe
 
 from dmriprep_motion.interfaces.registration import SkippableRegistration
 
+#: Memory hint (GB) of one registration: two 3D volumes, whatever the size of the series.
+ANTS_MEM_GB = 0.5
+
 
 def configure_registration(interface, seed: int | None, omp_nthreads: int):
     """Pin the threads and the seed of an ANTs registration so that runs are repeatable.
@@ -35,7 +38,7 @@ def init_registration_node(
     iterfield: list[str],
     seed: int | None,
     omp_nthreads: int,
-    mem_gb: float,
+    mem_gb: float = ANTS_MEM_GB,
 ) -> pe.MapNode:
     """A MapNode of Nipype's :class:`~nipype.interfaces.ants.Registration` (skippable).
 
@@ -50,6 +53,8 @@ def init_registration_node(
         Sets ``--random-seed`` and ``ANTS_RANDOM_SEED`` so runs are repeatable.
     omp_nthreads : int
         ITK threads of each registration.
+    mem_gb : float
+        Memory hint of each registration (GB).
     """
     interface = configure_registration(SkippableRegistration(from_file=str(settings)), seed, omp_nthreads)
     return pe.MapNode(
