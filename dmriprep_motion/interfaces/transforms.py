@@ -176,7 +176,7 @@ class AnchorShells(SimpleInterface):
         mean (mutual information, as FSL eddy's post-alignment of shells).
     ``auto``
         ``registration`` for shells up to ``auto_max_bval`` (1500 s/mm²), ``median``
-        above (the pass workflow does not register those shells).  The b0 and a high-b
+        above (the anchor workflow does not register those shells).  The b0 and a high-b
         shell mean share little contrast: on real data (ds-xa30, b=2500) the registration
         moved by 0.5-1 mm from pass to pass, and on the phantom re-synthesized from it (b0
         aligned to the diffusion-weighted volumes), without motion or noise, it was off by
@@ -242,7 +242,8 @@ class AnchorShells(SimpleInterface):
             mats[labels == label] = mats[labels == label] @ correction
             if points is not None:
                 corrections.append(float(transform_change(np.eye(4)[None], correction[None], points)[0]))
-        # Damp the whole update (registrations and anchor) so that neither oscillates.
+        # Damp the whole update (the pipeline's passes relax and never anchor; the final anchor
+        # workflow anchors with relaxation 1).
         if self.inputs.relaxation < 1.0 and isdefined(self.inputs.previous):
             mats = interpolate_transforms(np.load(self.inputs.previous), mats, self.inputs.relaxation)
         files = [str(write_itk(cwd / f"xform_{i:04d}.txt", mat)) for i, mat in enumerate(mats)]
