@@ -31,6 +31,20 @@ def tree_digest(folder: Path) -> dict[str, str]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _working_directory_is_restored():
+    """Fail a test that leaves the process in another working directory (later tests would run
+    there, or nowhere once pytest removes that test's temporary folder)."""
+    before = os.getcwd()
+    yield
+    try:
+        after = os.getcwd()
+    except FileNotFoundError:
+        after = None
+    os.chdir(before)
+    assert after == before, f"the test left the working directory at {after}; use monkeypatch.chdir"
+
+
 @pytest.fixture(scope="session")
 def ds_xa30() -> Path:
     """The shared real dataset (required: the suite fails, not skips, without it)."""

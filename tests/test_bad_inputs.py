@@ -337,7 +337,7 @@ def test_cli_subprocess_no_traceback(tmp_path, args, code, last):
 @pytest.mark.parametrize(
     "case", ["transposed", "near_unit", "nan_b0_bvec", "nan_inf", "uint16", "int16_scaled", "int8"]
 )
-def test_repairable_input_is_accepted(tmp_path, caplog, case):
+def test_repairable_input_is_accepted(tmp_path, caplog, monkeypatch, case):
     """Fixable oddities pass validation and give a clean float32 working copy."""
     from dmriprep_motion.bids import collect_runs
     from dmriprep_motion.interfaces.dwi import ValidateDWI
@@ -372,7 +372,7 @@ def test_repairable_input_is_accepted(tmp_path, caplog, case):
     if case == "nan_inf":
         assert "sub-01_dwi.nii.gz: 3 non-finite voxel values will be set to 0" in caplog.text
     result = ValidateDWI(dwi_file=str(nii), in_bval=str(bids / f"{STEM}.bval"), in_bvec=str(bvec_file))
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     outputs = result.run(cwd=str(tmp_path)).outputs
     work = nb.load(outputs.out_file)
     assert work.get_data_dtype() == np.float32
