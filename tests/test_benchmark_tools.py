@@ -78,13 +78,14 @@ def test_mni_phantom_frames_agree(tmp_path):
 def test_aligned_b0_brings_the_real_phantom_frames_together():
     """Registering ds-xa30's b0 to its mean DWI before the fit shrinks the phantom's frame offset.
 
-    Measured (AP+PA fit, b=1000): 0.453 mm with the b0 as acquired, 0.219 mm aligned.
+    Measured with the jittered aligner (AP+PA fit, b=1000): 1.029 mm with the b0 as acquired,
+    0.493 mm aligned (on the grid, as the benchmark's phantom is built).
     """
     frame = _load("phantom_frame")
     raw, aligned = (dict(frame.phantoms([name]))[name] for name in ("real-joint-raw", "real-joint"))
     assert "b0 aligned" in aligned.description and "b0 aligned" not in raw.description
     offsets = [frame.frame_offset(ph, 1000.0)["mean"] for ph in (raw, aligned)]
-    assert offsets[1] < 0.3 < offsets[0], offsets
+    assert offsets[1] < 0.7 < offsets[0], offsets
 
 
 def test_preset_variants_and_pass_inputs(tmp_path):
