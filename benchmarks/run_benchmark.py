@@ -47,6 +47,9 @@ SCENARIOS = {
     "real-moderate-60": ("real", {1000: 59}, 1, "moderate", 20.0),
     "real-moderate-120": ("real", {1000: 117}, 3, "moderate", 20.0),
     "mni-moderate": ("mni", {1000: 30}, 1, "moderate", 20.0),
+    # b0 and diffusion-weighted maps agree by construction, and the shell's mean position is not
+    # the b0's: where the shell anchor has to move the shell by a known sub-voxel amount
+    "mni-drift": ("mni", {1000: 30}, 1, "drift", 20.0),
 }
 
 METHODS = {
