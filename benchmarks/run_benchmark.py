@@ -90,14 +90,13 @@ def ants_rigid(
 ) -> np.ndarray:
     """RAS+ reference-to-moving transform registering ``moving`` to ``fixed`` (same grid).
 
-    The pipeline's shell-anchor preset (rigid, Mattes mutual information, *jittered* regular
-    sampling of every mask voxel, run by the ``antsRegistration`` on PATH), run once per seed in
-    ``seeds``; the result is the median of the six rigid parameters.  With ``seeds=()`` it runs
-    once with ``sampling_strategy`` None instead (every voxel, on the grid: the anchor's sampling
-    before 2026-11-26).  On-grid mutual information between two images on one grid is pulled towards
-    whole-voxel alignment and leaves part of a sub-voxel shift in place; jittered samples follow
-    it (``phantom_frame.py --known-shifts`` measures both on a phantom whose b0 and
-    diffusion-weighted maps agree by construction).
+    The pipeline's shell-anchor preset (rigid, Mattes mutual information, run by the
+    ``antsRegistration`` on PATH) with *jittered* regular sampling of every mask voxel instead of
+    its on-grid sampling, run once per seed in ``seeds``; the result is the median of the six
+    rigid parameters.  With ``seeds=()`` the preset runs once as packaged (``sampling_strategy``
+    None: every voxel, on the grid).  Between two noise-free images on one grid, on-grid mutual
+    information is pulled towards whole-voxel alignment and leaves most of a sub-voxel shift in
+    place; jittered samples follow it (``phantom_frame.py --known-shifts``).
     """
     import tempfile
 

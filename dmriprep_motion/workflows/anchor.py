@@ -44,7 +44,7 @@ def init_shell_anchor_wf(
     ----------
     anchor : {"auto", "registration", "median"}
         ``registration`` registers the b0 reference to each shell's corrected mean
-        (rigid, mutual information over the brain mask, jittered samples); ``median`` sets each
+        (rigid, mutual information within the brain mask); ``median`` sets each
         shell's median motion to zero; ``auto`` registers shells up to b=1500 and
         takes the median above (those shells are not registered at all).
     anchor_settings : path or None

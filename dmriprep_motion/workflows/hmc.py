@@ -41,14 +41,13 @@ _REFINE_DESC = " (after the first pass, at full resolution only, since they star
 
 _ANCHOR_DESC = {
     "registration": "After the last pass, the corrected mean of each shell was registered to the b0 "
-    "reference (rigid, mutual information over the brain mask at jittered sample positions) to "
-    "tie the shell's common "
+    "reference (rigid, mutual information within the brain mask) to tie the shell's common "
     "position to it. ",
     "median": "After the last pass, the common position of each shell was tied to the b0 reference "
     "by setting the shell's median motion to zero. ",
     "auto": "After the last pass, the common position of each shell was tied to the b0 reference: "
-    "by registering the shell's corrected mean to it (rigid, mutual information over the brain "
-    "mask at jittered sample positions) for shells up "
+    "by registering the shell's corrected mean to it (rigid, mutual information within the brain "
+    "mask) for shells up "
     f"to b={AUTO_MAX_BVAL:.0f} s/mm², and by setting the shell's median motion to zero for "
     "higher shells. ",
     "none": "",
