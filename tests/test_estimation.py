@@ -315,6 +315,21 @@ def test_shells_are_anchored_once_after_the_last_pass():
     assert not [n for n in init_dwi_motion_wf(model="b0", passes=2)._get_all_nodes() if n.name == "anchor"]
 
 
+@pytest.mark.parametrize("passes", [2, 4])
+def test_only_the_middle_passes_are_damped(passes):
+    """Damping steers the next pass; the first and last passes keep their new estimates.
+
+    Damping the last pass left part of its correction unapplied: within-shell error 0.146 against
+    0.123 mm (``mni-moderate``), 0.271 against 0.225 (``real-large``), never better (9 scenarios).
+    """
+    from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
+
+    wf = init_dwi_motion_wf(model="gp", passes=passes, anchor="median", relaxation=0.4, sloppy=True)
+    relax = [wf.get_node(f"hmc_pass{i:02d}_wf.relax") for i in range(1, passes + 1)]
+    damping = [node.interface.inputs.relaxation for node in relax]
+    assert damping == [1.0] + [0.4] * (passes - 2) + [1.0]
+
+
 def test_same_seed_gives_identical_transforms(ds_xa30, tmp_path):
     """Two runs of the packaged preset with the same seed on real volumes agree to the bit."""
     img = nb.load(ds_xa30 / "sub-01" / "dwi" / "sub-01_dir-AP_dwi.nii.gz")

@@ -157,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.5,
         metavar="F",
-        help="from the second pass on, move each transform this fraction of the way to its new "
-        "estimate (default 0.5; damps oscillations between passes, 1 disables)",
+        help="in the passes between the first and the last, move each transform this fraction of "
+        "the way to its new estimate before the next pass starts from it (default 0.5; damps "
+        "oscillations between passes, 1 disables; the last pass keeps its estimates)",
     )
     method.add_argument(
         "--anchor",

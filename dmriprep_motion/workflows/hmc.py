@@ -128,9 +128,12 @@ def init_dwi_motion_wf(
         Stop early (skip the registrations of later passes) once a pass changes
         no transform by more than this many mm (mean over the brain); 0 never.
     relaxation : float
-        From the second pass on, each transform moves this fraction of the way
-        from the previous pass's estimate to the new one (damping, see
-        :class:`~dmriprep_motion.interfaces.transforms.AnchorShells`).
+        In the passes between the first and the last, each transform moves this
+        fraction of the way from the previous pass's estimate to the new one
+        (damping, see :class:`~dmriprep_motion.interfaces.transforms.AnchorShells`),
+        which is where the next pass starts from.  The last pass keeps its new
+        estimates: damping it left 0.01-0.05 mm of its correction unapplied
+        (``benchmarks/README.md``).
     outlier_threshold : float
         Robust z-score (per shell) of the similarity between a corrected volume
         and its prediction below which the volume is flagged (0 disables).
@@ -222,7 +225,8 @@ def init_dwi_motion_wf(
             model=model,
             settings=settings if index == 1 else refine,
             transform=transform,
-            relaxation=1.0 if index == 1 else relaxation,
+            # damping steers the next pass; the last pass's registrations are the estimate
+            relaxation=relaxation if 1 < index < passes else 1.0,
             tolerance=tolerance,
             outlier_threshold=outlier_threshold,
             exclude_outliers=exclude_outliers,
