@@ -113,3 +113,28 @@ def test_preset_variants_and_pass_inputs(tmp_path):
     assert second[0][3] == relax / "xform_0001.txt" and second[0][1].parts[-5] == "hmc_pass02_wf"
     assert np.allclose(start1, np.eye(4)) and np.allclose(start2, 2 * np.eye(4))
     assert mask.name == "reg_mask.nii.gz"
+
+
+def test_sphere_neighbour_correlation_tells_smooth_from_independent_errors():
+    """``fixed_point.py``: errors that vary smoothly with the gradient direction correlate with their
+    neighbours on the sphere (antipodal directions are neighbours); independent errors do not."""
+    fp = _load("fixed_point")
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(60, 3))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    g[::2] *= -1  # the sign of a direction must not matter
+    smooth = np.stack([g[:, 0] ** 2, g[:, 1] * g[:, 2], g[:, 2] ** 2 - g[:, 0] * g[:, 1]], axis=1)
+    assert np.all(fp.sphere_neighbour_correlation(smooth, g) > 0.8)
+    assert np.all(np.abs(fp.sphere_neighbour_correlation(rng.normal(size=(60, 3)), g)) < 0.4)
+
+
+def test_residual_translations_are_the_centroid_displacements():
+    fp = _load("fixed_point")
+    from dmriprep_motion.motion import matrix_from_params
+
+    truth = np.stack([matrix_from_params(np.array([1.0, -2, 0.5, 0.02, 0, -0.01]))] * 2)
+    shift = np.eye(4)
+    shift[:3, 3] = (0.1, 0.0, -0.2)
+    estimated = np.stack([truth[0], truth[1] @ shift])
+    res = fp.residual_translations(estimated, truth, np.array([10.0, 20.0, 30.0]))
+    assert np.allclose(res, [[0, 0, 0], [0.1, 0, -0.2]])

@@ -155,11 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument(
         "--relaxation",
         type=float,
-        default=0.5,
+        default=1.0,
         metavar="F",
         help="in the passes between the first and the last, move each transform this fraction of "
-        "the way to its new estimate before the next pass starts from it (default 0.5; damps "
-        "oscillations between passes, 1 disables; the last pass keeps its estimates)",
+        "the way to its new estimate before the next pass starts from it (default 1: no damping; "
+        "a value below 1 damps oscillations between passes but slows convergence; the last pass "
+        "keeps its estimates)",
     )
     method.add_argument(
         "--anchor",

@@ -96,7 +96,7 @@ def init_dwi_motion_wf(
     passes: int = 3,
     anchor: str = "auto",
     tolerance: float = 0.05,
-    relaxation: float = 0.5,
+    relaxation: float = 1.0,
     outlier_threshold: float = 4.0,
     exclude_outliers: bool = False,
     b0_threshold: float = 50.0,
@@ -131,9 +131,9 @@ def init_dwi_motion_wf(
         In the passes between the first and the last, each transform moves this
         fraction of the way from the previous pass's estimate to the new one
         (damping, see :class:`~dmriprep_motion.interfaces.transforms.AnchorShells`),
-        which is where the next pass starts from.  The last pass keeps its new
-        estimates: damping it left 0.01-0.05 mm of its correction unapplied
-        (``benchmarks/README.md``).
+        which is where the next pass starts from.  The default, 1, does not damp:
+        damping slowed the convergence of the passes on the benchmark's phantoms
+        (``benchmarks/README.md``).  The last pass always keeps its new estimates.
     outlier_threshold : float
         Robust z-score (per shell) of the similarity between a corrected volume
         and its prediction below which the volume is flagged (0 disables).
