@@ -92,18 +92,17 @@ class Run:
     def __init__(self, run: Path, nprocs: int) -> None:
         from nipype.utils.filemanip import loadpkl
 
-        from dmriprep_motion.data import registration_preset
-
         self.run, self.nprocs = run, nprocs
         self.wf = _workflow_dir(run)
         self.predict_iface = loadpkl(self.wf / "hmc_pass01_wf" / "predict" / "_node.pklz").interface
         self.items, _, self.mask = pass_inputs(run, 1)
-        self.settings = json.loads(registration_preset("dwi", "Rigid", False, refine=True).read_text())
         reference = self.wf / "dwi_reference_wf" / "validate"
         self.series, self.bvec = reference / "dwi_float.nii", reference / "dwi.bvec"
 
-    def pass_with(self, start: np.ndarray, predict_from: np.ndarray, folder: Path) -> np.ndarray:
-        """One pass: predictions from the series moved by ``predict_from``, registrations from ``start``."""
+    def pass_with(self, index: int, start: np.ndarray, predict_from: np.ndarray, folder: Path) -> np.ndarray:
+        """Pass ``index`` (its preset): predictions from the series moved by ``predict_from``,
+        registrations from ``start``."""
+        from dmriprep_motion.data import registration_preset
         from dmriprep_motion.interfaces.dwi import ResampleSeries
         from dmriprep_motion.motion import write_itk
 
@@ -122,7 +121,8 @@ class Run:
         for (index, _, volume, _), prediction in zip(self.items, predictions, strict=True):
             init = write_itk(folder / f"init_{index:04d}.txt", start[index])
             items.append((index, Path(prediction), volume, init))
-        found, _ = register_all(items, self.settings, self.mask, self.nprocs)
+        settings = json.loads(registration_preset("dwi", "Rigid", False, refine=index > 1).read_text())
+        found, _ = register_all(items, settings, self.mask, self.nprocs)
         out = start.copy()
         for index, matrix in found.items():
             out[index] = matrix
@@ -130,9 +130,7 @@ class Run:
 
     def within_shell(self, xforms: np.ndarray) -> float:
         """Median error of ``xforms`` once each shell's common offset is removed (mm)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            np.save(Path(tmp) / "xfm.npy", xforms)
-            return score(self.run / "bids", {"xfm": Path(tmp) / "xfm.npy", "bvec": None})[WITHIN]
+        return score(self.run / "bids", {"xfm": xforms, "bvec": None})[WITHIN]
 
 
 def _smoothness(run: Run, final: np.ndarray) -> str:
@@ -160,9 +158,8 @@ def _smoothness(run: Run, final: np.ndarray) -> str:
 def _oracle(run: Run, last: int, folder: Path) -> str:
     from dmriprep_motion.testing.simulate import load_truth
 
-    truth = load_truth(run.run / "bids")["xfm"]
-    start = np.load(pass_transform(run.wf, last - 1)) if last > 1 else np.tile(np.eye(4), (len(truth), 1, 1))
-    found = run.pass_with(start, truth, folder)
+    start = pass_inputs(run.run, last)[1]  # where the run's last pass started its registrations
+    found = run.pass_with(last, start, load_truth(run.run / "bids")["xfm"], folder)
     error = run.within_shell(found)
     return f"oracle (truth-aligned predictions, from the run's start of pass {last}): {error:.3f}"
 
@@ -173,7 +170,7 @@ def _continue(run: Run, first: np.ndarray, passes: int, relaxation: float, folde
 
     current = first
     for k in range(2, passes + 2):
-        new = run.pass_with(current, current, folder / f"pass{k}")
+        new = run.pass_with(k, current, current, folder / f"pass{k}")
         yield k, run.within_shell(new)
         current = new if relaxation == 1 else interpolate_transforms(current, new, relaxation)
 

@@ -140,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         mats = start.copy()
         for index, matrix in found.items():
             mats[index] = matrix
-        with tempfile.TemporaryDirectory() as tmp:
-            np.save(Path(tmp) / "xfm.npy", mats)
-            acc = score(opts.run / "bids", {"xfm": Path(tmp) / "xfm.npy", "bvec": None})
+        acc = score(opts.run / "bids", {"xfm": mats, "bvec": None})
         print(f"| {text or 'packaged preset'} | {wall:.1f} | {acc[WITHIN]:.3f} |", flush=True)
     return 0
 

@@ -332,7 +332,7 @@ def run_method(
 
 # ---------------------------------------------------------------------------------- scoring
 def score(bids: Path, result: dict) -> dict:
-    """Accuracy of one method's outputs against the truth (``xfm``: ITK file or ``.npy`` array)."""
+    """Accuracy of one method's outputs against the truth (``xfm``: ITK file, ``.npy`` file or array)."""
     from dmriprep_motion.gradients import read_bvecs, shell_labels
     from dmriprep_motion.motion import load_itk_series, mask_coordinates
     from dmriprep_motion.testing.metrics import accuracy
@@ -340,7 +340,10 @@ def score(bids: Path, result: dict) -> dict:
 
     truth = load_truth(bids)
     xfm = result["xfm"]
-    est = load_itk_series(xfm) if str(xfm).endswith(".txt") else np.load(xfm)
+    if isinstance(xfm, np.ndarray):
+        est = xfm
+    else:
+        est = load_itk_series(xfm) if str(xfm).endswith(".txt") else np.load(xfm)
     bvec_file = result["bvec"]
     if bvec_file is None:  # tool writes no b-vectors: score the input table (what users would keep)
         bvec_file = bids / "sub-01" / "dwi" / "sub-01_dwi.bvec"
