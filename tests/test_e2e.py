@@ -1,5 +1,6 @@
 """End-to-end CLI run on the real ds-xa30 dataset (sub-01, both runs)."""
 
+import gc
 import json
 
 import nibabel as nb
@@ -87,6 +88,26 @@ def test_input_tree_is_untouched(xa30_run, ds_xa30):
     assert tree_digest(ds_xa30) == before
 
 
+def test_progress_callback_freezes_the_graph_once():
+    """The first status callback moves the objects alive then out of the scheduler's collections."""
+    from types import SimpleNamespace
+
+    from dmriprep_motion.cli.run import _Progress
+
+    node = SimpleNamespace(name="predict", fullname="wf.sub_01_wf.hmc_pass01_wf.predict")
+    progress = _Progress()
+    try:
+        assert gc.get_freeze_count() == 0
+        progress(node, "start")
+        frozen = gc.get_freeze_count()
+        assert frozen > 1000  # the interpreter's and this test session's objects
+        progress(node, "end")
+        assert gc.get_freeze_count() == frozen  # frozen once, not at every callback
+        assert progress.done == 1
+    finally:
+        gc.unfreeze()
+
+
 def test_rerun_with_same_work_dir_is_cached(xa30_run, ds_xa30):
     """Resumable work directory: a second run recomputes nothing and gives the same outputs."""
     from dmriprep_motion.cli.run import run
@@ -99,6 +120,7 @@ def test_rerun_with_same_work_dir_is_cached(xa30_run, ds_xa30):
     code = run([str(ds_xa30), str(out), "participant", "--participant-label", "sub-01", "-w", str(work),
                 *E2E_ARGS])  # fmt: skip
     assert code == 0
+    assert gc.get_freeze_count() == 0  # the scheduler's gc.freeze is undone when run() returns
     after = {p.name: p.stat().st_mtime_ns for p in work.rglob("result_*.pklz")}
     rerun = [name for name, mtime in after.items() if before.get(name) != mtime]
     # Only the export nodes (run_without_submitting, cheap) may be re-executed.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -52,15 +53,28 @@ def configure_nipype(work_dir: Path, verbose: int) -> None:
 
 
 class _Progress:
-    """Nipype status callback that logs finished steps (per run, per pass)."""
+    """Nipype status callback that logs finished steps (per run, per pass).
+
+    It also keeps Nipype's scheduler quick.  The MultiProc plugin calls ``gc.collect()``
+    before every round of submissions and after every node it runs itself; with the
+    execution graph's hundreds of nodes tracked, each call took about 0.1 s, 43 s of a
+    100 s run on 31 volumes (cProfile of the scheduler process).  The first callback comes
+    once that graph is built: it freezes the objects that exist then (``gc.freeze``), so
+    later collections only scan what was created since.  :func:`_run` unfreezes them.
+    """
 
     _STEPS = {"validate", "b0ref", "mask", "moved", "predict", "register", "merge", "final", "export"}
 
     def __init__(self) -> None:
         self.start = time.monotonic()
         self.done = 0
+        self.frozen = False
 
     def __call__(self, node, status: str) -> None:
+        if not self.frozen:
+            gc.collect()
+            gc.freeze()
+            self.frozen = True
         if status == "exception":
             LOGGER.error("failed: %s", node.fullname)
             return
@@ -277,6 +291,8 @@ def _run(opts) -> int:
         LOGGER.error("processing failed (%s); crash reports in %s", str(err).splitlines()[0], logs)
         _write_reports_after_failure(runs, output_dir, work_dir)
         return EXIT_FAILURE
+    finally:
+        gc.unfreeze()  # frozen by the status callback
     from dmriprep_motion.reports.assemble import write_subject_reports
 
     write_subject_reports(runs, output_dir, work_dir)
