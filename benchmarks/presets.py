@@ -14,7 +14,8 @@ these registrations do not set), next to the wall time of the 2-at-a-time regist
         --pass 3 --variant sampling_percentage=0.8 --variant sampling_percentage=0.4
 
 Each ``--variant`` is a comma-separated list of ``key=value`` overrides of the preset's
-single-stage entries (``sampling_percentage``, ``sampling_strategy``, ``convergence_threshold``;
+single-stage entries (``sampling_percentage``, ``sampling_strategy``, ``convergence_threshold``,
+``convergence_window_size``;
 ``number_of_iterations``, ``shrink_factors`` and ``smoothing_sigmas`` take ``x``-separated levels).
 """
 
@@ -50,6 +51,8 @@ def parse_variant(text: str) -> dict:
             out[key] = [[cast(v) for v in value.split("x")]]
         elif key == "sampling_strategy":
             out[key] = [value]
+        elif key == "convergence_window_size":
+            out[key] = [int(value)]
         else:
             out[key] = [float(value)]
     return out
