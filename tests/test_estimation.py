@@ -147,6 +147,42 @@ def test_similarity_moves_predictions_by_the_shell_anchor(tmp_path):
     assert plain < 0.99 < 0.999 < moved_back, (plain, moved_back)
 
 
+def test_similarity_reads_a_compressed_series_once(tmp_path, monkeypatch):
+    """The corrected series is a .nii.gz: never sliced volume by volume (each slice re-inflates it)."""
+    from nibabel.arrayproxy import ArrayProxy
+
+    from dmriprep_motion.interfaces.dwi import VolumeSimilarity
+
+    rng = np.random.default_rng(3)
+    data = rng.random((10, 10, 8, 5)).astype(np.float32)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    nb.Nifti1Image(data, affine).to_filename(tmp_path / "final.nii.gz")
+    preds = []
+    for idx in (1, 2, 3, 4):
+        preds.append(str(tmp_path / f"pred{idx}.nii"))
+        noisy = data[..., idx] + 0.1 * rng.random(data.shape[:3], np.float32)
+        nb.Nifti1Image(noisy, affine).to_filename(preds[-1])
+    nb.Nifti1Image(data[..., 0], affine).to_filename(tmp_path / "ref.nii")
+    nb.Nifti1Image(np.ones(data.shape[:3], np.uint8), affine).to_filename(tmp_path / "mask.nii")
+    slices = []
+    original = ArrayProxy.__getitem__
+
+    def counting(proxy, key):
+        slices.append(key)
+        return original(proxy, key)
+
+    monkeypatch.setattr(ArrayProxy, "__getitem__", counting)
+    out = VolumeSimilarity(
+        in_file=str(tmp_path / "final.nii.gz"), predictions=preds, dwi_indices=[1, 2, 3, 4],
+        reference=str(tmp_path / "ref.nii"), in_mask=str(tmp_path / "mask.nii"),
+    ).run(cwd=str(tmp_path)).outputs.similarity  # fmt: skip
+    assert slices == []
+    assert out[0] == pytest.approx(1.0)  # the b0 against itself (the reference)
+    for idx, pred in zip((1, 2, 3, 4), preds, strict=True):
+        expected = np.corrcoef(data[..., idx].ravel(), nb.load(pred).get_fdata().ravel())[0, 1]
+        assert out[idx] == pytest.approx(expected, abs=1e-5)
+
+
 def test_convergence_check():
     assert CheckConvergence(tolerance=0.05).run().outputs.skip is False  # first pass
     assert CheckConvergence(tolerance=0.05, prev_change=0.01).run().outputs.skip is True
