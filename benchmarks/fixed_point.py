@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from models_and_passes import WITHIN, pass_transform  # noqa: E402
-from presets import _workflow_dir, pass_inputs, register_all  # noqa: E402
+from presets import _workflow_dir, pass_inputs, pass_preset, register_all  # noqa: E402
 from run_benchmark import score  # noqa: E402
 
 
@@ -99,10 +98,11 @@ class Run:
         reference = self.wf / "dwi_reference_wf" / "validate"
         self.series, self.bvec = reference / "dwi_float.nii", reference / "dwi.bvec"
 
-    def pass_with(self, index: int, start: np.ndarray, predict_from: np.ndarray, folder: Path) -> np.ndarray:
-        """Pass ``index`` (its preset): predictions from the series moved by ``predict_from``,
+    def pass_with(
+        self, pass_index: int, start: np.ndarray, predict_from: np.ndarray, folder: Path
+    ) -> np.ndarray:
+        """Pass ``pass_index`` (its preset): predictions from the series moved by ``predict_from``,
         registrations from ``start``."""
-        from dmriprep_motion.data import registration_preset
         from dmriprep_motion.interfaces.dwi import ResampleSeries
         from dmriprep_motion.motion import write_itk
 
@@ -121,8 +121,7 @@ class Run:
         for (index, _, volume, _), prediction in zip(self.items, predictions, strict=True):
             init = write_itk(folder / f"init_{index:04d}.txt", start[index])
             items.append((index, Path(prediction), volume, init))
-        settings = json.loads(registration_preset("dwi", "Rigid", False, refine=index > 1).read_text())
-        found, _ = register_all(items, settings, self.mask, self.nprocs)
+        found, _ = register_all(items, pass_preset(pass_index), self.mask, self.nprocs)
         out = start.copy()
         for index, matrix in found.items():
             out[index] = matrix

@@ -65,6 +65,13 @@ def _workflow_dir(run: Path) -> Path:
     return hits[0]
 
 
+def pass_preset(pass_index: int) -> dict:
+    """The packaged ANTs settings of pass ``pass_index`` (coarse to fine for pass 1, refine after)."""
+    from dmriprep_motion.data import registration_preset
+
+    return json.loads(registration_preset("dwi", "Rigid", False, refine=pass_index > 1).read_text())
+
+
 def pass_inputs(run: Path, pass_index: int) -> tuple[list[tuple[int, Path, Path, Path]], np.ndarray, Path]:
     """Per diffusion-weighted volume: (index, prediction, volume, initial transform); start; mask."""
     from dmriprep_motion.gradients import shell_labels
@@ -124,15 +131,13 @@ def register_all(items, settings: dict, mask: Path, nprocs: int) -> tuple[dict[i
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dmriprep_motion.data import registration_preset
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a scenario folder of run_benchmark.py (bids/, dmriprep/)")
     parser.add_argument("--pass", dest="pass_index", type=int, default=2, help="1-based pass (default 2)")
     parser.add_argument("--variant", action="append", default=[], help="preset overrides (repeatable)")
     parser.add_argument("--nprocs", type=int, default=2)
     opts = parser.parse_args(argv)
-    base = json.loads(registration_preset("dwi", "Rigid", False, refine=opts.pass_index > 1).read_text())
+    base = pass_preset(opts.pass_index)
     items, start, mask = pass_inputs(opts.run, opts.pass_index)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"# {opts.run.name}, pass {opts.pass_index}, {len(items)} registrations, {when}")
