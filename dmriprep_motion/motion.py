@@ -14,6 +14,7 @@ transforms (converted to ITK's LPS convention).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nb
@@ -254,15 +255,51 @@ def resample_volume(
     return np.clip(out, 0.0, None).astype(np.float32)
 
 
+def is_identity(xform: np.ndarray, atol: float = 1e-9) -> bool:
+    """Whether a 4×4 transform is the identity (to ``atol``)."""
+    return bool(np.allclose(np.asarray(xform, dtype=float), np.eye(4), rtol=0.0, atol=atol))
+
+
 def resample_series(
-    img: nb.spatialimages.SpatialImage, xforms_ras: np.ndarray, *, order: int = 3
+    img: nb.spatialimages.SpatialImage,
+    xforms_ras: np.ndarray,
+    *,
+    order: int = 3,
+    n_threads: int = 1,
+    indices: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Resample every volume of a 4D image with its own transform (same grid out)."""
+    """Resample every volume of a 4D image with its own transform (same grid out).
+
+    ``xforms_ras`` holds one transform per volume of ``img``; with ``indices``,
+    only those volumes are resampled and returned (in that order).
+
+    The series is read once (slicing a compressed file volume by volume would
+    decompress it from the start each time).  Volumes whose transform is the
+    identity are copied, not interpolated (interpolating them on their own grid
+    changes nothing but the time taken).  SciPy's interpolation releases the GIL,
+    so ``n_threads`` volumes are resampled at once.
+    """
     shape = img.shape[:3]
-    out = np.zeros(img.shape, dtype=np.float32)
-    for i, xfm in enumerate(np.asarray(xforms_ras)):
-        vol = np.asanyarray(img.dataobj[..., i], dtype=np.float32)
-        out[..., i] = resample_volume(vol, img.affine, xfm, img.affine, shape, order=order)
+    xforms = np.asarray(xforms_ras, dtype=float).reshape(-1, 4, 4)
+    selected = np.arange(xforms.shape[0]) if indices is None else np.asarray(indices, dtype=int)
+    data = np.asanyarray(img.dataobj, dtype=np.float32)
+    out = np.zeros((*shape, selected.size), dtype=np.float32)
+
+    def one(position: int) -> None:
+        index = selected[position]
+        if is_identity(xforms[index]):
+            out[..., position] = np.clip(data[..., index], 0.0, None)
+        else:
+            out[..., position] = resample_volume(
+                data[..., index], img.affine, xforms[index], img.affine, shape, order=order
+            )
+
+    if n_threads > 1:
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            list(pool.map(one, range(selected.size)))
+    else:
+        for position in range(selected.size):
+            one(position)
     return out
 
 

@@ -13,6 +13,7 @@ from dmriprep_motion.motion import (
     matrix_from_params,
     motion_parameters,
     polar_decomposition,
+    resample_series,
     resample_volume,
     transform_errors,
     write_itk,
@@ -88,6 +89,26 @@ def test_resample_recovers_shift():
     centre = np.unravel_index(np.argmax(out), out.shape)
     assert centre == (8, 10, 10)
     nb.Nifti1Image(out, affine)  # valid image
+
+
+def test_resample_series_threads_identity_and_subset():
+    rng = np.random.default_rng(3)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    data = rng.uniform(-0.1, 1.0, size=(12, 11, 10, 5)).astype(np.float32)
+    img = nb.Nifti1Image(data, affine)
+    xforms = np.stack([np.eye(4)] + [matrix_from_params([0.5 * k, -0.3, 0.2, 0.01 * k, 0, 0.02])
+                                     for k in range(1, 5)])  # fmt: skip
+    serial = resample_series(img, xforms)
+    # the identity volume is copied (negatives clipped), not interpolated
+    assert np.array_equal(serial[..., 0], np.clip(data[..., 0], 0.0, None))
+    for k in range(1, 5):
+        expected = resample_volume(data[..., k], affine, xforms[k], affine, data.shape[:3])
+        assert np.array_equal(serial[..., k], expected)
+    # resampling several volumes at once gives the same bytes, in the same order
+    assert np.array_equal(resample_series(img, xforms, n_threads=3), serial)
+    subset = resample_series(img, xforms, indices=[4, 1], n_threads=2)
+    assert subset.shape == (*data.shape[:3], 2)
+    assert np.array_equal(subset, serial[..., [4, 1]])
 
 
 def test_interpolate_transforms_is_geodesic():

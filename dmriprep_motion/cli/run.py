@@ -22,6 +22,8 @@ from dmriprep_motion.cli.parser import (
 )
 
 LOGGER = logging.getLogger("dmriprep_motion")
+#: Threads of the nodes that resample a whole series (at most: they gain little beyond).
+SERIES_MAX_THREADS = 4
 
 
 def _setup_logging(verbose: int) -> None:
@@ -336,6 +338,8 @@ def _build(opts, runs, bids_dir: Path, output_dir: Path, work_dir: Path):
         seed=opts.seed,
         registration_config=str(opts.registration_config) if opts.registration_config else None,
         omp_nthreads=opts.omp_nthreads,
+        # whole-series resampling runs between the passes, alone: let it use the idle CPUs
+        series_nthreads=min(opts.nprocs, SERIES_MAX_THREADS),
     )
     return init_dmriprep_motion_wf(
         runs=runs, output_dir=output_dir, bids_dir=bids_dir, settings=settings, work_dir=work_dir

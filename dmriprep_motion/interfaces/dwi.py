@@ -182,6 +182,7 @@ class _ResampleInputSpec(BaseInterfaceInputSpec):
     in_bvec = File(exists=True, mandatory=True, desc="original FSL b-vectors")
     order = traits.Int(3, usedefault=True, desc="spline order")
     compress = traits.Bool(False, usedefault=True, desc="write .nii.gz")
+    num_threads = traits.Int(1, usedefault=True, desc="volumes resampled at once")
 
 
 class _ResampleOutputSpec(TraitedSpec):
@@ -198,7 +199,7 @@ class ResampleSeries(SimpleInterface):
     def _run_interface(self, runtime):
         img = nb.load(self.inputs.in_file)
         xforms = np.load(self.inputs.in_xforms)
-        data = resample_series(img, xforms, order=self.inputs.order)
+        data = resample_series(img, xforms, order=self.inputs.order, n_threads=self.inputs.num_threads)
         ext = ".nii.gz" if self.inputs.compress else ".nii"
         out_file = save_like(data, img, Path(runtime.cwd) / f"resampled{ext}")
         bvecs = np.loadtxt(self.inputs.in_bvec, ndmin=2).T
@@ -215,6 +216,7 @@ class _ShellMeansInputSpec(BaseInterfaceInputSpec):
     register_max_bval = traits.Float(
         float("inf"), usedefault=True, desc="shells above this b-value are not registered (skip)"
     )
+    num_threads = traits.Int(1, usedefault=True, desc="volumes resampled at once")
 
 
 class _ShellMeansOutputSpec(TraitedSpec):
@@ -239,15 +241,11 @@ class ShellMeans(SimpleInterface):
         labels = shell_labels(bvals, self.inputs.b0_threshold)
         out_files, shells, skip = [], [], []
         for label in range(1, labels.max() + 1):
-            acc = np.zeros(img.shape[:3], dtype=np.float64)
             members = np.flatnonzero(labels == label)
             skip.append(not registers_to_b0(np.median(bvals[members]), self.inputs.register_max_bval))
-            for idx in members:
-                vol = np.asanyarray(img.dataobj[..., idx], dtype=np.float32)
-                acc += resample_volume(vol, img.affine, xforms[idx], img.affine, img.shape[:3])
-            out_files.append(
-                save_like(acc / members.size, img, Path(runtime.cwd) / f"shell{label:02d}_mean.nii")
-            )
+            moved = resample_series(img, xforms, indices=members, n_threads=self.inputs.num_threads)
+            mean = moved.mean(axis=-1, dtype=np.float64)
+            out_files.append(save_like(mean, img, Path(runtime.cwd) / f"shell{label:02d}_mean.nii"))
             shells.append(int(label))
         self._results.update(out_files=out_files, shells=shells, skip=skip)
         return runtime

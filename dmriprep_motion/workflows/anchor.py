@@ -24,6 +24,7 @@ def init_shell_anchor_wf(
     b0_threshold: float = 50.0,
     seed: int | None = None,
     omp_nthreads: int = 1,
+    series_nthreads: int = 1,
     mem_gb: float = 1.0,
     name: str = "shell_anchor_wf",
 ) -> Workflow:
@@ -51,6 +52,10 @@ def init_shell_anchor_wf(
         ANTs JSON settings of the shell registrations (``registration``, ``auto``).
     transform : {"Rigid", "Affine"}
         Transform of the volume registrations (how a median of transforms is taken).
+    omp_nthreads : int
+        ITK threads of each shell registration.
+    series_nthreads : int
+        Threads of the node resampling the shells (volumes at once).
     mem_gb : float
         Memory of one in-memory copy of the series (GB), for resource hints.
 
@@ -86,9 +91,12 @@ def init_shell_anchor_wf(
         # --anchor auto: the shells above AUTO_MAX_BVAL take the median anchor; not registered
         register_max = AUTO_MAX_BVAL if anchor == "auto" else float("inf")
         shell_means = pe.Node(
-            ShellMeans(b0_threshold=b0_threshold, register_max_bval=register_max),
+            ShellMeans(
+                b0_threshold=b0_threshold, register_max_bval=register_max, num_threads=series_nthreads
+            ),
             name="shell_means",
             mem_gb=mem_gb,
+            n_procs=series_nthreads,
         )
         align_shells = init_registration_node(
             name="align_shells",

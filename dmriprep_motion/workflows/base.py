@@ -36,6 +36,7 @@ class Settings:
     seed: int | None = 20161107
     registration_config: str | None = None
     omp_nthreads: int = 1
+    series_nthreads: int = 1
 
     def as_metadata(self, model: str) -> dict:
         """Settings as recorded in the sidecar of the preprocessed series."""
@@ -125,6 +126,7 @@ def init_single_subject_wf(
             seed=settings.seed,
             registration_config=settings.registration_config,
             omp_nthreads=settings.omp_nthreads,
+            series_nthreads=settings.series_nthreads,
             mem_gb=run.mem_gb,
             name=f"{run.name}_motion_wf",
         )

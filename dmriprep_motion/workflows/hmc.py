@@ -104,6 +104,7 @@ def init_dwi_motion_wf(
     seed: int | None = None,
     registration_config: str | Path | None = None,
     omp_nthreads: int = 1,
+    series_nthreads: int = 1,
     mem_gb: float = 1.0,
     name: str = "dwi_motion_wf",
 ) -> Workflow:
@@ -152,6 +153,9 @@ def init_dwi_motion_wf(
         full resolution only (``data/antsreg/dwi_*_refine.json``).
     omp_nthreads : int
         Threads of each registration.
+    series_nthreads : int
+        Threads of the nodes that resample the whole series (one volume per thread);
+        they run between the passes, when the registrations do not.
     mem_gb : float
         Size of one in-memory copy of the series (GB), for node resource hints.
 
@@ -208,7 +212,12 @@ def init_dwi_motion_wf(
     common = {"b0_threshold": b0_threshold, "seed": seed, "omp_nthreads": omp_nthreads, "mem_gb": mem_gb}
     reference_wf = init_dwi_reference_wf(b0_settings=registration_preset("b0", "Rigid", sloppy), **common)
     changes = pe.Node(niu.Merge(passes), name="changes", run_without_submitting=True)
-    final = pe.Node(ResampleSeries(order=3, compress=True), name="final", mem_gb=2 * mem_gb)
+    final = pe.Node(
+        ResampleSeries(order=3, compress=True, num_threads=series_nthreads),
+        name="final",
+        mem_gb=2 * mem_gb,
+        n_procs=series_nthreads,
+    )
     similarity = pe.Node(VolumeSimilarity(), name="similarity", mem_gb=mem_gb)
     confounds = pe.Node(
         MotionConfounds(transform=transform, outlier_threshold=outlier_threshold, b0_threshold=b0_threshold),
@@ -230,6 +239,7 @@ def init_dwi_motion_wf(
             tolerance=tolerance,
             outlier_threshold=outlier_threshold,
             exclude_outliers=exclude_outliers,
+            series_nthreads=series_nthreads,
             **common,
         )
         connections += [
@@ -251,6 +261,7 @@ def init_dwi_motion_wf(
             anchor=shell_anchor,
             anchor_settings=registration_preset("shell", "Rigid", sloppy),
             transform=transform,
+            series_nthreads=series_nthreads,
             **common,
         )
         connections += [

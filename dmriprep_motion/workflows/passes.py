@@ -39,6 +39,7 @@ def init_hmc_pass_wf(
     exclude_outliers: bool = False,
     seed: int | None = None,
     omp_nthreads: int = 1,
+    series_nthreads: int = 1,
     mem_gb: float = 1.0,
     name: str | None = None,
 ) -> Workflow:
@@ -68,6 +69,10 @@ def init_hmc_pass_wf(
         a volume is an outlier (``0`` disables flagging).
     exclude_outliers : bool
         Leave the previous pass's outliers out of every model fit.
+    omp_nthreads : int
+        ITK threads of each registration.
+    series_nthreads : int
+        Threads of the node resampling the whole series (volumes at once).
     mem_gb : float
         Memory of one in-memory copy of the series (GB), for resource hints.
 
@@ -91,7 +96,12 @@ def init_hmc_pass_wf(
         ),
         name="outputnode",
     )
-    moved = pe.Node(ResampleSeries(order=3), name="moved", mem_gb=2 * mem_gb)
+    moved = pe.Node(
+        ResampleSeries(order=3, num_threads=series_nthreads),
+        name="moved",
+        mem_gb=2 * mem_gb,
+        n_procs=series_nthreads,
+    )
     predict = pe.MapNode(
         PredictVolume(model=model, b0_threshold=b0_threshold, seed=seed or 0),
         iterfield=["target"],
