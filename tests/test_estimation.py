@@ -305,6 +305,11 @@ def test_later_passes_register_at_full_resolution_only(sloppy, tmp_path):
         assert later["shrink_factors"] == [[1]] and later["smoothing_sigmas"] == [[0.0]]
         same = ("metric", "sampling_strategy", "sampling_percentage", "transforms")
         assert all(first[k] == later[k] for k in same)
+    # The rigid first pass works at half resolution and only takes a few full-resolution steps,
+    # which the later passes redo (benchmarks/README.md: same accuracy, 60% less pass-1 time).
+    first = json.loads(registration_preset("dwi", "Rigid", False).read_text())
+    coarse, *fine = first["number_of_iterations"][0]
+    assert first["shrink_factors"] == [[2, 1, 1]] and coarse >= 10 * sum(fine)
 
 
 def test_shell_anchor_registers_within_the_brain_mask():

@@ -340,7 +340,7 @@ def _classify(node) -> str | None:
 
 @pytest.mark.parametrize("passes", [1, 2])
 def test_every_node_carries_resource_hints(tmp_path, tiny_bids, passes):
-    wf, series_gb = _subject_wf(tiny_bids, tmp_path / "out", passes=passes, omp_nthreads=3)
+    wf, series_gb = _subject_wf(tiny_bids, tmp_path / "out", passes=passes, omp_nthreads=3, series_nthreads=2)
     seen: dict[str, int] = {}
     for node in wf._get_all_nodes():
         pattern = _classify(node)
@@ -354,10 +354,12 @@ def test_every_node_carries_resource_hints(tmp_path, tiny_bids, passes):
         assert resources.has_hints(node) and node.mem_gb != pytest.approx(0.2), node.fullname
         if HEAVY[pattern] is not None:
             assert node.mem_gb == pytest.approx(HEAVY[pattern] * series_gb), node.fullname
-        # ANTs threads = omp_nthreads, reserved by MultiProc; the other nodes use one thread.
-        assert node.n_procs == (3 if ants else 1), node.fullname
-        if ants:
-            assert node.inputs.num_threads == 3
+        # ANTs threads = omp_nthreads, reserved by MultiProc; whole-series resampling uses
+        # series_nthreads; the other nodes use one thread.
+        series = type(node.interface).__name__ in ("ResampleSeries", "ShellMeans")
+        assert node.n_procs == (3 if ants else 2 if series else 1), node.fullname
+        if ants or series:
+            assert node.inputs.num_threads == node.n_procs
     assert set(seen) == set(HEAVY) | set(LIGHT)  # every listed node exists (tables not stale)
     for per_pass in ("hmc_pass*_wf.register", "hmc_pass*_wf.predict"):
         assert seen[per_pass] == passes
@@ -474,3 +476,32 @@ def test_hpc_page_describes_the_hints():
     for option in ("--mem=<MB>M", "--cpus-per-task=<n_procs>", "h_vmem", "-pe <pe> <n_procs>", "overwrite"):
         assert option in section, option
     assert f"plus {resources.JOB_OVERHEAD_GB:g} GB" in section
+
+
+@pytest.mark.parametrize(("nprocs", "expected"), [(1, 1), (2, 2), (16, 4)])
+def test_cli_lets_whole_series_resampling_use_the_idle_cpus(tmp_path, monkeypatch, nprocs, expected):
+    import dmriprep_motion.workflows.base as base
+    from dmriprep_motion.cli import run as cli_run
+
+    captured: dict = {}
+    monkeypatch.setattr(base, "init_dmriprep_motion_wf", lambda **kwargs: captured.update(kwargs))
+    opts = build_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "participant",
+                                      "--nprocs", str(nprocs)])  # fmt: skip
+    cli_run._build(opts, {}, tmp_path, tmp_path / "out", tmp_path / "work")
+    assert captured["settings"].series_nthreads == expected
+    assert captured["settings"].omp_nthreads == 1  # registrations stay one thread per process
+
+
+def test_cli_polls_the_scheduler_quickly(tmp_path):
+    """A finished node's process idles until Nipype's next poll: the CLI keeps that short."""
+    from nipype import config
+
+    from dmriprep_motion.cli.run import configure_nipype
+
+    saved = {section: dict(config._config.items(section)) for section in config._config.sections()}
+    try:
+        configure_nipype(tmp_path, verbose=0)
+        assert float(config.get("execution", "poll_sleep_duration")) <= 0.01
+        assert config.get("execution", "hash_method") == "timestamp"
+    finally:
+        config.update_config(saved)
