@@ -491,17 +491,3 @@ def test_cli_lets_whole_series_resampling_use_the_idle_cpus(tmp_path, monkeypatc
     assert captured["settings"].series_nthreads == expected
     assert captured["settings"].omp_nthreads == 1  # registrations stay one thread per process
 
-
-def test_cli_polls_the_scheduler_quickly(tmp_path):
-    """A finished node's process idles until Nipype's next poll: the CLI keeps that short."""
-    from nipype import config
-
-    from dmriprep_motion.cli.run import configure_nipype
-
-    saved = {section: dict(config._config.items(section)) for section in config._config.sections()}
-    try:
-        configure_nipype(tmp_path, verbose=0)
-        assert float(config.get("execution", "poll_sleep_duration")) <= 0.01
-        assert config.get("execution", "hash_method") == "timestamp"
-    finally:
-        config.update_config(saved)

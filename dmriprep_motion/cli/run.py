@@ -108,6 +108,15 @@ def _plugin(opts) -> tuple[str, dict]:
     return "MultiProc", args
 
 
+def _runner(plugin: str, plugin_args: dict) -> dict:
+    """``Workflow.run`` arguments (MultiProc: :class:`~dmriprep_motion.engine.WakefulMultiProcPlugin`)."""
+    if plugin == "MultiProc":
+        from dmriprep_motion.engine import WakefulMultiProcPlugin
+
+        return {"plugin": WakefulMultiProcPlugin(plugin_args=plugin_args)}
+    return {"plugin": plugin, "plugin_args": plugin_args}
+
+
 def _request_resources(workflow, plugin: str, plugin_args: dict, source: Path | None) -> None:
     """Turn the nodes' resource hints into per-node SLURM/SGE options (other plugins: nothing).
 
@@ -287,7 +296,7 @@ def _run(opts) -> int:
     start = time.monotonic()
     plugin_args = {**plugin_args, "status_callback": _Progress()}
     try:
-        workflow.run(plugin=plugin, plugin_args=plugin_args)
+        workflow.run(**_runner(plugin, plugin_args))
     except Exception as err:  # noqa: BLE001 - Nipype reports failures as RuntimeError with crash files
         logs = ", ".join(str(output_dir / f"sub-{s}" / "log") for s in runs)
         LOGGER.error("processing failed (%s); crash reports in %s", str(err).splitlines()[0], logs)

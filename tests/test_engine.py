@@ -1,0 +1,113 @@
+"""The MultiProc scheduler woken up by finished nodes (dmriprep_motion.engine)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from nipype import config
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from dmriprep_motion.engine import WakefulMultiProcPlugin
+
+
+def _nap(value: float) -> float:
+    import time
+
+    time.sleep(value)
+    return value
+
+
+def _total(values: list) -> float:
+    return float(sum(values))
+
+
+def _chain(base_dir, length: int, seconds: float) -> pe.Workflow:
+    """``length`` nodes, each waiting for the previous one (nothing overlaps)."""
+    wf = pe.Workflow(name="chain", base_dir=str(base_dir))
+    nodes = [
+        pe.Node(niu.Function(function=_nap, input_names=["value"], output_names=["value"]), name=f"n{i}")
+        for i in range(length)
+    ]
+    nodes[0].inputs.value = seconds
+    wf.connect([(a, b, [("value", "value")]) for a, b in zip(nodes, nodes[1:], strict=False)])
+    return wf
+
+
+def _times(node) -> tuple[float, float]:
+    runtime = node.result.runtime
+    return datetime.fromisoformat(runtime.startTime).timestamp(), datetime.fromisoformat(
+        runtime.endTime
+    ).timestamp()
+
+
+class _Counting(WakefulMultiProcPlugin):
+    rounds = 0
+
+    def _send_procs_to_workers(self, updatehash=False, graph=None):
+        type(self).rounds += 1
+        super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
+
+
+def test_next_node_starts_when_the_previous_finishes_not_after_a_poll(tmp_path):
+    """With a 5 s wait limit, a chain of short nodes still runs back to back: the
+    scheduler is woken up by each finished node, and it does not spin while one runs."""
+    saved = config.get("execution", "poll_sleep_duration")
+    plugin = _Counting(plugin_args={"n_procs": 2, "max_wait": 5.0})
+    graph = _chain(tmp_path, length=4, seconds=0.6).run(plugin=plugin)
+    nodes = sorted(graph.nodes(), key=lambda n: n.name)
+    assert [n.result.outputs.value for n in nodes] == [0.6] * 4
+    spans = [_times(n) for n in nodes]
+    gaps = [later[0] - earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)]
+    assert max(gaps) < 1.0, gaps  # a timeout-driven loop would wait 5 s
+    # 4 x 0.6 s of work in 9 rounds; a loop without a sleep makes 50 (and hundreds once the
+    # CLI has frozen the garbage collector's view of the graph)
+    assert _Counting.rounds < 20, _Counting.rounds
+    # the loop's poll was switched off on a copy of the configuration only
+    assert config.get("execution", "poll_sleep_duration") == saved
+
+
+def test_cli_runs_multiproc_with_the_wakeful_plugin():
+    from dmriprep_motion.cli.run import _runner
+
+    args = {"n_procs": 2, "raise_insufficient": False}
+    runner = _runner("MultiProc", args)
+    assert set(runner) == {"plugin"} and isinstance(runner["plugin"], WakefulMultiProcPlugin)
+    assert runner["plugin"].processors == 2
+    assert _runner("Linear", {}) == {"plugin": "Linear", "plugin_args": {}}
+    assert _runner("SLURM", {"sbatch_args": "-p x"}) == {
+        "plugin": "SLURM",
+        "plugin_args": {"sbatch_args": "-p x"},
+    }
+
+
+@pytest.mark.parametrize("max_wait", [0.05, 0.5])
+def test_parallel_nodes_all_run(tmp_path, max_wait):
+    wf = pe.Workflow(name="fan", base_dir=str(tmp_path))
+    source = pe.Node(niu.IdentityInterface(fields=["value"]), name="source")
+    source.iterables = ("value", [0.01, 0.02, 0.03, 0.04, 0.05])
+    nap = pe.Node(niu.Function(function=_nap, input_names=["value"], output_names=["value"]), name="nap")
+    wf.connect(source, "value", nap, "value")
+    graph = wf.run(plugin=WakefulMultiProcPlugin(plugin_args={"n_procs": 2, "max_wait": max_wait}))
+    values = sorted(n.result.outputs.value for n in graph.nodes() if n.name.startswith("nap"))
+    assert values == [0.01, 0.02, 0.03, 0.04, 0.05]
+
+
+def test_mapnode_elements_are_submitted_without_waiting(tmp_path):
+    """A MapNode's elements join the graph in one round and are submitted in the next: that
+    round must not wait for a node to finish first (here, none would before ``max_wait``)."""
+    wf = pe.Workflow(name="mapped", base_dir=str(tmp_path))
+    nap = pe.MapNode(
+        niu.Function(function=_nap, input_names=["value"], output_names=["value"]),
+        iterfield=["value"],
+        name="nap",
+    )
+    nap.inputs.value = [0.01] * 4
+    after = pe.Node(niu.Function(function=_nap, input_names=["value"], output_names=["value"]), name="after")
+    wf.connect(nap, ("value", _total), after, "value")
+    start = datetime.now().timestamp()
+    graph = wf.run(plugin=WakefulMultiProcPlugin(plugin_args={"n_procs": 2, "max_wait": 3.0}))
+    (last,) = [n for n in graph.nodes() if n.name == "after"]
+    assert last.result.outputs.value == pytest.approx(0.04)
+    assert _times(last)[1] - start < 2.5  # a round waiting for max_wait would take over 3 s
