@@ -490,4 +490,3 @@ def test_cli_lets_whole_series_resampling_use_the_idle_cpus(tmp_path, monkeypatc
     cli_run._build(opts, {}, tmp_path, tmp_path / "out", tmp_path / "work")
     assert captured["settings"].series_nthreads == expected
     assert captured["settings"].omp_nthreads == 1  # registrations stay one thread per process
-
