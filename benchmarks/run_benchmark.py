@@ -56,11 +56,12 @@ METHODS = {
     "identity": None,  # no correction: the size of the injected motion, as a reference row
     "dmriprep": [],
     "dmriprep-sloppy": ["--sloppy"],
-    # every pass coarse to fine (the packaged first-pass preset for all passes; the default until
-    # 2026-11-26), to measure what the full-resolution-only later passes save
+    # every pass coarse to fine (100x50x20 iterations at shrink 2x1x1: the first pass's preset
+    # until 2026-11-26 19:20 UTC, and every pass's until 2026-11-26), to measure what the
+    # full-resolution-only later passes save
     "dmriprep-c2f": [
         "--registration-config",
-        str(ROOT / "dmriprep_motion/data/antsreg/dwi_rigid_precise.json"),
+        str(HERE / "data" / "dwi_rigid_c2f.json"),
     ],
     "dmriprep-b0": ["--model", "b0"],
     "dmriprep-avgdwi": ["--model", "avgdwi"],

@@ -74,7 +74,9 @@ def test_embedded_run_on_ds_xa30(ds_xa30, tmp_path):
     parent.inputs.inputnode.dwi = f"{stem}.nii.gz"
     parent.inputs.inputnode.bval = str(bval)
     parent.inputs.inputnode.bvec = str(bvec)
-    result = parent.run(plugin="MultiProc", plugin_args={"n_procs": 2, "raise_insufficient": False})
+    # as the example's main(): Nipype's MultiProc, woken up by finished nodes
+    plugin = example.WakefulMultiProcPlugin(plugin_args={"n_procs": 2, "raise_insufficient": False})
+    result = parent.run(plugin=plugin)
     summary = next(n for n in result.nodes() if n.name == "summary").result.outputs.summary
     assert summary["n_volumes"] == 21
     assert 0 < summary["mean_fd"] <= summary["max_fd"] < 10

@@ -21,6 +21,7 @@ from nipype.interfaces import io as nio
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from dmriprep_motion.engine import WakefulMultiProcPlugin
 from dmriprep_motion.models import choose_model
 from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
 
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     workflow.inputs.inputnode.dwi = str(Path(dwi).absolute())
     workflow.inputs.inputnode.bval = str(Path(bval).absolute())
     workflow.inputs.inputnode.bvec = str(Path(bvec).absolute())
-    result = workflow.run(plugin="MultiProc", plugin_args={"n_procs": 2})
+    # Nipype's MultiProc, woken up by finished nodes instead of sleeping between polls
+    result = workflow.run(plugin=WakefulMultiProcPlugin(plugin_args={"n_procs": 2}))
     summary = next(node for node in result.nodes() if node.name == "summary")
     print(summary.result.outputs.summary)
 
