@@ -95,7 +95,7 @@ def init_shell_anchor_wf(
                 b0_threshold=b0_threshold, register_max_bval=register_max, num_threads=series_nthreads
             ),
             name="shell_means",
-            mem_gb=mem_gb,
+            mem_gb=2 * mem_gb,  # the series read once, and one shell's resampled volumes
             n_procs=series_nthreads,
         )
         align_shells = init_registration_node(
