@@ -65,5 +65,7 @@ class WakefulMultiProcPlugin(MultiProcPlugin):
         super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
         if self._state() != before:
             return  # submitted or ran nodes: the next round may have more to do at once
+        if not self.pending_tasks:
+            return  # nothing runs in the pool, so no node will finish (e.g. the run is over)
         self._finished.wait(self._max_wait)
         self._finished.clear()
