@@ -260,29 +260,26 @@ def is_identity(xform: np.ndarray, atol: float = 1e-9) -> bool:
     return bool(np.allclose(np.asarray(xform, dtype=float), np.eye(4), rtol=0.0, atol=atol))
 
 
-def resample_series(
-    img: nb.spatialimages.SpatialImage,
+def resample_volumes(
+    data: np.ndarray,
+    affine: np.ndarray,
     xforms_ras: np.ndarray,
     *,
     order: int = 3,
     n_threads: int = 1,
     indices: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Resample every volume of a 4D image with its own transform (same grid out).
+    """Resample volumes of a 4D array, each with its own transform (same grid out).
 
-    ``xforms_ras`` holds one transform per volume of ``img``; with ``indices``,
-    only those volumes are resampled and returned (in that order).
-
-    The series is read once (slicing a compressed file volume by volume would
-    decompress it from the start each time).  Volumes whose transform is the
-    identity are copied, not interpolated (interpolating them on their own grid
-    changes nothing but the time taken).  SciPy's interpolation releases the GIL,
-    so ``n_threads`` volumes are resampled at once.
+    ``xforms_ras`` holds one transform per volume of ``data``; with ``indices``,
+    only those volumes are resampled and returned (in that order).  Volumes whose
+    transform is the identity are copied, not interpolated (interpolating them on
+    their own grid changes nothing but the time taken).  SciPy's interpolation
+    releases the GIL, so ``n_threads`` volumes are resampled at once.
     """
-    shape = img.shape[:3]
+    shape = data.shape[:3]
     xforms = np.asarray(xforms_ras, dtype=float).reshape(-1, 4, 4)
     selected = np.arange(xforms.shape[0]) if indices is None else np.asarray(indices, dtype=int)
-    data = np.asanyarray(img.dataobj, dtype=np.float32)
     out = np.zeros((*shape, selected.size), dtype=np.float32)
 
     def one(position: int) -> None:
@@ -291,7 +288,7 @@ def resample_series(
             out[..., position] = np.clip(data[..., index], 0.0, None)
         else:
             out[..., position] = resample_volume(
-                data[..., index], img.affine, xforms[index], img.affine, shape, order=order
+                data[..., index], affine, xforms[index], affine, shape, order=order
             )
 
     if n_threads > 1:
@@ -301,6 +298,18 @@ def resample_series(
         for position in range(selected.size):
             one(position)
     return out
+
+
+def resample_series(
+    img: nb.spatialimages.SpatialImage, xforms_ras: np.ndarray, *, order: int = 3, n_threads: int = 1
+) -> np.ndarray:
+    """Resample every volume of a 4D image with its own transform (see :func:`resample_volumes`).
+
+    The series is read once (slicing a compressed file volume by volume would
+    decompress it from the start each time).
+    """
+    data = np.asanyarray(img.dataobj, dtype=np.float32)
+    return resample_volumes(data, img.affine, xforms_ras, order=order, n_threads=n_threads)
 
 
 def similarity(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:

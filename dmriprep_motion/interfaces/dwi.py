@@ -18,7 +18,7 @@ from nipype.interfaces.base import (
 )
 
 from dmriprep_motion.gradients import load_gradient_table, rotate_bvecs, write_bvecs, write_fsl
-from dmriprep_motion.motion import resample_series, resample_volume, similarity
+from dmriprep_motion.motion import resample_series, resample_volume, resample_volumes, similarity
 
 LOGGER = logging.getLogger("nipype.interface")
 
@@ -236,6 +236,7 @@ class ShellMeans(SimpleInterface):
         from dmriprep_motion.interfaces.transforms import registers_to_b0
 
         img = nb.load(self.inputs.in_file)
+        data = np.asanyarray(img.dataobj, dtype=np.float32)  # read once for every shell
         xforms = np.load(self.inputs.in_xforms)
         bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
         labels = shell_labels(bvals, self.inputs.b0_threshold)
@@ -243,7 +244,9 @@ class ShellMeans(SimpleInterface):
         for label in range(1, labels.max() + 1):
             members = np.flatnonzero(labels == label)
             skip.append(not registers_to_b0(np.median(bvals[members]), self.inputs.register_max_bval))
-            moved = resample_series(img, xforms, indices=members, n_threads=self.inputs.num_threads)
+            moved = resample_volumes(
+                data, img.affine, xforms, indices=members, n_threads=self.inputs.num_threads
+            )
             mean = moved.mean(axis=-1, dtype=np.float64)
             out_files.append(save_like(mean, img, Path(runtime.cwd) / f"shell{label:02d}_mean.nii"))
             shells.append(int(label))
