@@ -187,13 +187,23 @@ def peer_python(kind: str, cache: Path) -> Path:
     return python
 
 
-def _env() -> dict:
+def _env(*, one_thread: bool = True) -> dict:
+    """Environment of a method's process.
+
+    ``one_thread`` caps OpenMP/BLAS and ITK at one thread per process (the peers, run with 2
+    processes). dmriprep-motion runs without it, as a user would: its command line caps its
+    workers itself (``--omp-nthreads``; ``dmriprep_motion.engine.worker_threads``).
+    """
     env = dict(os.environ)
     # antsRegistration (this project's console script) and Python of this environment first
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("NIPYPE_NO_ET", "1")
-    env["OMP_NUM_THREADS"] = env["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+    for name in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+        if one_thread:
+            env[name] = "1"
+        else:
+            env.pop(name, None)
     return env
 
 
@@ -230,7 +240,7 @@ def run_method(
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
-    env = _env()
+    env = _env(one_thread=not method.startswith("dmriprep"))
     if method.startswith("dmriprep"):
         cmd = [
             sys.executable,

@@ -12,11 +12,20 @@ poll, however, spins the scheduler: on the 2 mm MNI phantom, whose nodes run lon
 replaces the sleep: when a round of the loop had nothing to submit and nothing to run, it waits
 for the next node to finish (an event set by the pool's completion callback), at most
 ``max_wait`` seconds, and goes on at once when one does.
+
+:func:`worker_threads` caps the threads of the numerical libraries (OpenBLAS, MKL, OpenMP)
+in the processes that run the nodes.  Without a cap, each Nipype worker's BLAS starts one
+thread per CPU, and ``--nprocs`` workers on as many CPUs oversubscribe them: on 2 CPUs, the
+Gaussian process's leave-one-out predictions of a 120-volume series took 4.5 times as long
+(``real-moderate-120`` 370 s instead of 183 s, ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 from nipype.pipeline.plugins.multiproc import MultiProcPlugin
@@ -69,3 +78,46 @@ class WakefulMultiProcPlugin(MultiProcPlugin):
             return  # nothing runs in the pool, so no node will finish (e.g. the run is over)
         self._finished.wait(self._max_wait)
         self._finished.clear()
+
+
+#: Environment variables read by BLAS / OpenMP libraries when they are loaded (worker
+#: processes started with ``spawn``/``forkserver``, and command-line tools).
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+@contextlib.contextmanager
+def worker_threads(n_threads: int) -> Iterator[None]:
+    """Cap the BLAS and OpenMP threads of this process and of the workers it starts.
+
+    Within the block, the libraries already loaded here (NumPy's and SciPy's OpenBLAS,
+    OpenMP runtimes) run ``n_threads`` threads, which processes forked from this one (Nipype's
+    MultiProc workers) inherit, and :data:`THREAD_VARIABLES` say the same to processes that
+    load them afresh.  Both are restored on exit.  Use it around ``Workflow.run`` with the
+    threads each node may use (``--omp-nthreads``).
+
+    Parameters
+    ----------
+    n_threads : int
+        Threads per process (at least 1).
+    """
+    from threadpoolctl import threadpool_limits
+
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1 (got {n_threads})")
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, str(n_threads)))
+    try:
+        with threadpool_limits(limits=n_threads):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -9,7 +9,7 @@ from nipype import config
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from dmriprep_motion.engine import WakefulMultiProcPlugin
+from dmriprep_motion.engine import THREAD_VARIABLES, WakefulMultiProcPlugin, worker_threads
 
 
 def _nap(value: float) -> float:
@@ -116,3 +116,35 @@ def test_mapnode_elements_are_submitted_without_waiting(tmp_path):
     # about 1-3 s with the pool's start-up (on a loaded machine); a round waiting for
     # max_wait would take over 20 s
     assert _times(last)[1] - start < 10.0
+
+
+def _blas_threads() -> tuple[list[int], str | None]:
+    """Threads of every BLAS library loaded in this process, and OPENBLAS_NUM_THREADS."""
+    import os
+
+    from threadpoolctl import threadpool_info
+
+    return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), os.environ.get(
+        "OPENBLAS_NUM_THREADS"
+    )
+
+
+def test_worker_threads_caps_blas_in_forked_workers_and_restores(monkeypatch):
+    """Nipype's MultiProc workers are forked: they inherit the cap of the libraries already
+    loaded, and the environment tells libraries loaded afresh. Both are restored after."""
+    import multiprocessing as mp
+    import os
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")  # a user's setting, overridden then restored
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before, _ = _blas_threads()
+    assert before, "NumPy's BLAS is not visible to threadpoolctl"
+    with worker_threads(1):
+        here, env_here = _blas_threads()
+        with mp.get_context("fork").Pool(1) as pool:
+            child, env_child = pool.apply(_blas_threads)
+        assert all(os.environ[name] == "1" for name in THREAD_VARIABLES)
+    assert here == child == [1] * len(before) and env_here == env_child == "1"
+    assert _blas_threads() == (before, "7") and "OMP_NUM_THREADS" not in os.environ
+    with pytest.raises(ValueError, match="at least 1"), worker_threads(0):
+        pass

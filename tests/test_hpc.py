@@ -276,6 +276,33 @@ def test_use_plugin_reaches_workflow_run(tmp_path, monkeypatch, tiny_bids, name)
         assert "-l h_rt=00:30:00" in args[key] or "--time=00:30:00" in args[key]  # the file's own options
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_run_caps_the_workers_blas_threads(tmp_path, monkeypatch, tiny_bids, threads):
+    """While the workflow runs, BLAS/OpenMP in the workers is capped at --omp-nthreads (one
+    thread per CPU in each of --nprocs workers oversubscribed the CPUs); restored after."""
+    from nipype.pipeline import engine as pe
+    from threadpoolctl import threadpool_info
+
+    from dmriprep_motion.cli.run import run
+    from dmriprep_motion.reports import assemble
+
+    seen = {}
+
+    def fake_run(self, plugin=None, plugin_args=None, updatehash=False):  # noqa: ARG001
+        plugin.pool.shutdown()
+        seen["env"] = os.environ.get("OMP_NUM_THREADS")
+        seen["blas"] = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    monkeypatch.setattr(pe.Workflow, "run", fake_run)
+    monkeypatch.setattr(assemble, "write_subject_reports", lambda *args, **kwargs: None)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    code = run([str(tiny_bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+                *FAST_ARGS, "--omp-nthreads", str(threads)])  # fmt: skip
+    assert code == 0 and seen["env"] == str(threads)
+    assert seen["blas"] and all(1 <= n <= threads for n in seen["blas"])
+    assert "OMP_NUM_THREADS" not in os.environ
+
+
 def test_bad_scheduler_arguments_are_a_usage_error(tmp_path, tiny_bids):
     from dmriprep_motion.cli.run import run
 

@@ -217,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes run in parallel (default: all CPUs)",
     )
     perf.add_argument(
-        "--omp-nthreads", type=_positive_int, default=1, help="threads per registration (default 1)"
+        "--omp-nthreads",
+        type=_positive_int,
+        default=1,
+        help="threads per process: each registration, and BLAS/OpenMP in every worker (default 1)",
     )
     perf.add_argument("--mem-mb", type=_positive_int, help="memory available to the scheduler (MB)")
     perf.add_argument(

@@ -232,6 +232,7 @@ def _run(opts) -> int:
     """:func:`run` after parsing: every user error is handled here."""
     from dmriprep_motion import __version__
     from dmriprep_motion.bids import InputError, collect_runs, init_output_dir
+    from dmriprep_motion.engine import worker_threads
     from dmriprep_motion.models import ModelError
 
     # resolve(): "..", and symlinks, must not hide that the output is inside the input.
@@ -296,7 +297,8 @@ def _run(opts) -> int:
     start = time.monotonic()
     plugin_args = {**plugin_args, "status_callback": _Progress()}
     try:
-        workflow.run(**_runner(plugin, plugin_args))
+        with worker_threads(opts.omp_nthreads):  # BLAS of every worker: --omp-nthreads
+            workflow.run(**_runner(plugin, plugin_args))
     except Exception as err:  # noqa: BLE001 - Nipype reports failures as RuntimeError with crash files
         logs = ", ".join(str(output_dir / f"sub-{s}" / "log") for s in runs)
         LOGGER.error("processing failed (%s); crash reports in %s", str(err).splitlines()[0], logs)

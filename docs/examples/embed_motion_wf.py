@@ -21,7 +21,7 @@ from nipype.interfaces import io as nio
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from dmriprep_motion.engine import WakefulMultiProcPlugin
+from dmriprep_motion.engine import WakefulMultiProcPlugin, worker_threads
 from dmriprep_motion.models import choose_model
 from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
 
@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     workflow.inputs.inputnode.dwi = str(Path(dwi).absolute())
     workflow.inputs.inputnode.bval = str(Path(bval).absolute())
     workflow.inputs.inputnode.bvec = str(Path(bvec).absolute())
-    # Nipype's MultiProc, woken up by finished nodes instead of sleeping between polls
-    result = workflow.run(plugin=WakefulMultiProcPlugin(plugin_args={"n_procs": 2}))
+    # Nipype's MultiProc, woken up by finished nodes instead of sleeping between polls; one
+    # BLAS thread per worker (not one per CPU in each of them)
+    with worker_threads(1):
+        result = workflow.run(plugin=WakefulMultiProcPlugin(plugin_args={"n_procs": 2}))
     summary = next(node for node in result.nodes() if node.name == "summary")
     print(summary.result.outputs.summary)
 
