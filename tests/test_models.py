@@ -184,3 +184,87 @@ def test_dti_closed_form_equals_dipy_least_squares(small_64d):
     dipy = np.asarray(fit.predict(one, S0=fit.S0_hat))[..., 0]
     assert np.mean(np.isclose(ours, dipy, rtol=1e-4)) > 0.99  # DIPY floors low signals its own way
     assert np.allclose(ours, dipy, rtol=5e-3)
+
+
+def _two_shells(small_64d):
+    """small_64D's voxels with every other diffusion-weighted volume relabelled b=2000 (and
+    attenuated): enough to exercise the per-shell normalisation of the GP."""
+    data, gtab = small_64d
+    data = data[:400].astype(np.float32).copy()
+    bvals = gtab.bvals.astype(float).copy()
+    second = gtab.dwi_indices[::2]
+    bvals[second] = 2000.0
+    data[:, second] *= 0.6
+    return data, bvals, gtab.bvecs
+
+
+@pytest.mark.parametrize("shells", [1, 2])
+def test_gp_prediction_is_its_definition(small_64d, shells):
+    """The GP predicts mean_t (1 + Σ_k w_k (x_k / mean_s(k) - 1)), with each shell's mean over
+    its training volumes, and picks the hyper-parameters with the least leave-one-out error
+    over the grid (each candidate's residuals computed one volume at a time, here)."""
+    from dmriprep_motion.gradients import shell_labels
+    from dmriprep_motion.models import GPModel
+
+    if shells == 1:
+        data, gtab = small_64d
+        data, bvals, bvecs = data[:400].astype(np.float32), gtab.bvals.astype(float), gtab.bvecs
+    else:
+        data, bvals, bvecs = _two_shells(small_64d)
+    labels = shell_labels(bvals)
+    target = int(np.flatnonzero(labels > 0)[7])
+    train = np.ones(bvals.size, dtype=bool)
+    train[[target, int(np.flatnonzero(labels > 0)[3])]] = False  # and one excluded volume
+    model = GPModel()
+    pred = model.predict(data, bvals, bvecs, target, train=train)
+
+    cols = np.flatnonzero(train & (labels > 0))
+    means = {
+        lab: data[:, train & (labels == lab)].mean(axis=1, dtype=np.float64) for lab in set(labels[cols])
+    }
+    resid = np.stack([data[:, c] / means[labels[c]] - 1.0 for c in cols], axis=1)
+    theta = GPModel._angles(bvecs[np.append(cols, target)])
+    logb = np.log(bvals[np.append(cols, target)])
+
+    def loo_error(a, lam, scale):
+        kernel = model._kernel(theta[:-1, :-1], logb[:-1], a, scale) + lam * np.eye(cols.size)
+        errors = []
+        for j in range(cols.size):
+            rest = np.arange(cols.size) != j
+            # kernel[rest, j]: covariances with the others, free of the volume's own noise term
+            w = np.linalg.solve(kernel[np.ix_(rest, rest)], kernel[rest, j])
+            errors.append(resid[:, j] - resid[:, rest] @ w)
+        return float(np.mean(np.square(errors)))
+
+    grid = [(a, lam, s) for s in (GPModel.log_b_scales if shells == 2 else [None])
+            for a in GPModel.angles for lam in GPModel.ratios]  # fmt: skip
+    best = min(grid, key=lambda h: loo_error(*h))
+    chosen = model.hyperparameters
+    assert (chosen["a"], chosen["lambda"], chosen["log_b_scale"] or None) == best
+
+    a, lam, scale = best
+    full = model._kernel(theta, logb, a, scale)
+    weights = np.linalg.solve(full[:-1, :-1] + lam * np.eye(cols.size), full[:-1, -1])
+    expected = np.clip(means[labels[target]] * (1.0 + resid @ weights), 0.0, None)
+    np.testing.assert_allclose(pred, expected, rtol=2e-5, atol=1e-4 * float(expected.mean()))
+
+
+@pytest.mark.parametrize("kind", ["float32 file", "scaled int16 file", "in memory"])
+def test_masked_series_is_data_indexed_by_mask(tmp_path, kind):
+    """The prediction node reads the mask voxels in file order; same values, same voxel order."""
+    from dmriprep_motion.interfaces.models import masked_series
+
+    rng = np.random.default_rng(3)
+    data = rng.random((9, 8, 7, 5)) * 300
+    mask = rng.random((9, 8, 7)) > 0.4
+    if kind == "in memory":
+        img = nb.Nifti1Image(data.astype(np.float64), np.eye(4))
+    else:
+        img = nb.Nifti1Image(data.astype(np.float32 if kind == "float32 file" else np.int16), np.eye(4))
+        if kind != "float32 file":
+            img.header.set_slope_inter(0.5, 10.0)
+        nb.save(img, tmp_path / "dwi.nii")
+        img = nb.load(tmp_path / "dwi.nii")
+    got = masked_series(img, mask)
+    assert got.dtype == np.float32 and got.shape == (mask.sum(), 5)
+    np.testing.assert_array_equal(got, np.asanyarray(img.dataobj, dtype=np.float32)[mask])
