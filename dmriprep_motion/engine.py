@@ -11,7 +11,11 @@ poll, however, spins the scheduler: on the 2 mm MNI phantom, whose nodes run lon
 :class:`WakefulMultiProcPlugin` keeps Nipype's loop and its scheduling decisions unchanged and
 replaces the sleep: when a round of the loop had nothing to submit and nothing to run, it waits
 for the next node to finish (an event set by the pool's completion callback), at most
-``max_wait`` seconds, and goes on at once when one does.
+``max_wait`` seconds, and goes on at once when one does.  It also drops MultiProc's explicit
+full garbage collections (one before every round of submissions, one after every node it runs
+itself): with the expanded graph of a 120-volume series they took 32 s of the scheduler's time
+in a 166 s run, while finished workers waited for their next node.  Python's own collector
+still runs.
 
 :func:`worker_threads` caps the threads of the numerical libraries (OpenBLAS, MKL, OpenMP)
 in the processes that run the nodes.  Without a cap, each Nipype worker's BLAS starts one
@@ -23,6 +27,7 @@ Gaussian process's leave-one-out predictions of a 120-volume series took 4.5 tim
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import threading
 from collections.abc import Iterator
@@ -32,6 +37,27 @@ from nipype.pipeline.plugins.multiproc import MultiProcPlugin
 
 #: Longest wait (s) for a node to finish before the loop checks again anyway.
 MAX_WAIT = 0.5
+
+
+class _YoungCollections:
+    """Stands in for the ``gc`` module in Nipype's MultiProc: its explicit collections only
+    collect the youngest generation (the objects created since the last collection)."""
+
+    @staticmethod
+    def collect(generation: int = 2) -> int:
+        return gc.collect(0)
+
+
+@contextlib.contextmanager
+def _young_collections() -> Iterator[None]:
+    from nipype.pipeline.plugins import multiproc
+
+    saved = multiproc.gc
+    multiproc.gc = _YoungCollections
+    try:
+        yield
+    finally:
+        multiproc.gc = saved
 
 
 class WakefulMultiProcPlugin(MultiProcPlugin):
@@ -71,7 +97,8 @@ class WakefulMultiProcPlugin(MultiProcPlugin):
 
     def _send_procs_to_workers(self, updatehash=False, graph=None):
         before = self._state()
-        super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
+        with _young_collections():
+            super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
         if self._state() != before:
             return  # submitted or ran nodes: the next round may have more to do at once
         if not self.pending_tasks:

@@ -8,6 +8,7 @@ import pytest
 from nipype import config
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
+from nipype.pipeline.plugins.multiproc import MultiProcPlugin
 
 from dmriprep_motion.engine import THREAD_VARIABLES, WakefulMultiProcPlugin, worker_threads
 
@@ -116,6 +117,35 @@ def test_mapnode_elements_are_submitted_without_waiting(tmp_path):
     # about 1-3 s with the pool's start-up (on a loaded machine); a round waiting for
     # max_wait would take over 20 s
     assert _times(last)[1] - start < 10.0
+
+
+@pytest.mark.parametrize("plugin", [WakefulMultiProcPlugin, MultiProcPlugin])
+def test_no_full_garbage_collection_per_round(tmp_path, monkeypatch, plugin):
+    """MultiProc collects all generations before every round of submissions and after every
+    node it runs itself (seconds per run on a large graph); the wakeful plugin collects the
+    youngest generation only, and leaves Nipype's module as it found it."""
+    import gc
+
+    from nipype.pipeline.plugins import multiproc
+
+    full = []
+    collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda generation=2: (full.append(generation == 2), collect(0))[1])
+    wf = pe.Workflow(name="mapped", base_dir=str(tmp_path))
+    nap = pe.MapNode(
+        niu.Function(function=_nap, input_names=["value"], output_names=["value"]),
+        iterfield=["value"],
+        name="nap",
+    )
+    nap.inputs.value = [0.01] * 4
+    after = pe.Node(niu.Function(function=_nap, input_names=["value"], output_names=["value"]), name="after")
+    wf.connect(nap, ("value", _total), after, "value")
+    graph = wf.run(plugin=plugin(plugin_args={"n_procs": 2, "max_wait": 20.0} if plugin is not MultiProcPlugin
+                                 else {"n_procs": 2}))  # fmt: skip
+    assert [n.result.outputs.value for n in graph.nodes() if n.name == "after"] == [pytest.approx(0.04)]
+    assert full, "no collection at all: the test does not see Nipype's calls"
+    assert any(full) is (plugin is MultiProcPlugin)
+    assert multiproc.gc is gc
 
 
 def _blas_threads() -> tuple[list[int], str | None]:

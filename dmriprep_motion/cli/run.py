@@ -57,12 +57,14 @@ def configure_nipype(work_dir: Path, verbose: int) -> None:
 class _Progress:
     """Nipype status callback that logs finished steps (per run, per pass).
 
-    It also keeps Nipype's scheduler quick.  The MultiProc plugin calls ``gc.collect()``
+    It also keeps Nipype's scheduler quick.  Nipype's MultiProc plugin calls ``gc.collect()``
     before every round of submissions and after every node it runs itself; with the
     execution graph's hundreds of nodes tracked, each call took about 0.1 s, 43 s of a
     100 s run on 31 volumes (cProfile of the scheduler process).  The first callback comes
     once that graph is built: it freezes the objects that exist then (``gc.freeze``), so
     later collections only scan what was created since.  :func:`_run` unfreezes them.
+    (:class:`~dmriprep_motion.engine.WakefulMultiProcPlugin`, the command's MultiProc, no
+    longer makes those calls; the freeze still shortens Python's own full collections.)
     """
 
     _STEPS = {"validate", "b0ref", "mask", "moved", "predict", "register", "merge", "final", "export"}
