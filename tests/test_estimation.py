@@ -147,6 +147,36 @@ def test_similarity_moves_predictions_by_the_shell_anchor(tmp_path):
     assert plain < 0.99 < 0.999 < moved_back, (plain, moved_back)
 
 
+def test_similarity_moves_predictions_in_threads_as_in_series(tmp_path):
+    """Moving the predictions several at a time gives the same scores, volume for volume."""
+    from dmriprep_motion.interfaces.dwi import VolumeSimilarity
+
+    rng = np.random.default_rng(5)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    data = rng.random((16, 16, 12, 5)).astype(np.float32)
+    nb.Nifti1Image(data, affine).to_filename(tmp_path / "final.nii")
+    nb.Nifti1Image(np.ones(data.shape[:3], np.uint8), affine).to_filename(tmp_path / "mask.nii")
+    preds = []
+    for idx in range(1, 5):
+        preds.append(str(tmp_path / f"pred{idx}.nii"))
+        nb.Nifti1Image(data[..., idx] + 0.2 * rng.random(data.shape[:3]), affine).to_filename(preds[-1])
+    before = np.tile(np.eye(4), (5, 1, 1))
+    after = np.stack([np.eye(4)] + [matrix_from_params(p) for p in rng.normal(0, 0.5, (4, 6))])
+    after[2] = np.eye(4)  # not moved: scored without resampling
+    np.save(tmp_path / "before.npy", before)
+    np.save(tmp_path / "after.npy", after)
+    scores = [
+        VolumeSimilarity(
+            in_file=str(tmp_path / "final.nii"), predictions=preds, dwi_indices=[1, 2, 3, 4],
+            reference=str(tmp_path / "pred1.nii"), in_mask=str(tmp_path / "mask.nii"),
+            pred_xforms=str(tmp_path / "before.npy"), in_xforms=str(tmp_path / "after.npy"),
+            num_threads=threads,
+        ).run(cwd=str(tmp_path)).outputs.similarity  # fmt: skip
+        for threads in (1, 2, 3)
+    ]
+    assert scores[0] == scores[1] == scores[2] and len(set(scores[0])) == 5
+
+
 def test_similarity_reads_a_compressed_series_once(tmp_path, monkeypatch):
     """The corrected series is a .nii.gz: never sliced volume by volume (each slice re-inflates it)."""
     from nibabel.arrayproxy import ArrayProxy

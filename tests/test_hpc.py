@@ -388,7 +388,7 @@ def test_every_node_carries_resource_hints(tmp_path, tiny_bids, passes):
             assert node.mem_gb == pytest.approx(HEAVY[pattern] * series_gb), node.fullname
         # ANTs threads = omp_nthreads, reserved by MultiProc; whole-series resampling uses
         # series_nthreads; the other nodes use one thread.
-        series = type(node.interface).__name__ in ("ResampleSeries", "ShellMeans")
+        series = type(node.interface).__name__ in ("ResampleSeries", "ShellMeans", "VolumeSimilarity")
         assert node.n_procs == (3 if ants else 2 if series else 1), node.fullname
         if ants or series:
             assert node.inputs.num_threads == node.n_procs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nb
@@ -18,7 +19,13 @@ from nipype.interfaces.base import (
 )
 
 from dmriprep_motion.gradients import load_gradient_table, rotate_bvecs, write_bvecs, write_fsl
-from dmriprep_motion.motion import resample_series, resample_volume, resample_volumes, similarity
+from dmriprep_motion.motion import (
+    is_identity,
+    resample_series,
+    resample_volume,
+    resample_volumes,
+    similarity,
+)
 
 LOGGER = logging.getLogger("nipype.interface")
 
@@ -73,22 +80,29 @@ def prediction_similarity(
     predictions: list[str],
     mask: np.ndarray,
     moves: dict[int, np.ndarray] | None = None,
+    n_threads: int = 1,
 ) -> dict[int, float]:
     """Correlation, inside ``mask``, of volumes ``indices`` of ``img`` with their predicted volumes.
 
     ``moves`` maps a volume to a RAS+ transform ``C`` that takes its prediction into the frame
     of ``img`` first (``pred(C x)``): the shell anchor moves whole shells after the predictions
-    were made.
+    were made.  Those resamplings run ``n_threads`` at a time (SciPy releases the GIL).
     """
     moves = moves or {}
-    scores = {}
-    for idx, pred in zip(indices, predictions, strict=True):
+
+    def score(idx: int, pred: str) -> float:
         pimg = nb.load(pred)
         target = np.asanyarray(pimg.dataobj, dtype=np.float32)
         if idx in moves:
             target = resample_volume(target, pimg.affine, moves[idx], img.affine, img.shape[:3])
-        scores[idx] = similarity(np.asanyarray(img.dataobj[..., idx]), target, mask)
-    return scores
+        return similarity(np.asanyarray(img.dataobj[..., idx]), target, mask)
+
+    if n_threads > 1:
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            values = list(pool.map(score, indices, predictions))
+    else:
+        values = [score(idx, pred) for idx, pred in zip(indices, predictions, strict=True)]
+    return dict(zip(indices, values, strict=True))
 
 
 class _ValidateDWIInputSpec(BaseInterfaceInputSpec):
@@ -364,6 +378,7 @@ class _SimilarityInputSpec(BaseInterfaceInputSpec):
     in_mask = File(exists=True, mandatory=True, desc="brain mask")
     pred_xforms = File(exists=True, desc="(N, 4, 4) RAS+ transforms of the pass that made the predictions")
     in_xforms = File(exists=True, desc="(N, 4, 4) RAS+ transforms the series was resampled with")
+    num_threads = traits.Int(1, usedefault=True, desc="predictions moved at once (threads)")
 
 
 class _SimilarityOutputSpec(TraitedSpec):
@@ -394,10 +409,15 @@ class VolumeSimilarity(SimpleInterface):
             before, after = np.load(self.inputs.pred_xforms), np.load(self.inputs.in_xforms)
             for idx in self.inputs.dwi_indices:
                 move = np.linalg.inv(before[idx]) @ after[idx]
-                if not np.allclose(move, np.eye(4), atol=1e-9):
+                if not is_identity(move):
                     moves[idx] = move
         scores = prediction_similarity(
-            img, list(self.inputs.dwi_indices), list(self.inputs.predictions), mask, moves
+            img,
+            list(self.inputs.dwi_indices),
+            list(self.inputs.predictions),
+            mask,
+            moves,
+            n_threads=self.inputs.num_threads,
         )
         self._results["similarity"] = [
             scores[i] if i in scores else similarity(np.asanyarray(img.dataobj[..., i]), ref, mask)

@@ -218,7 +218,12 @@ def init_dwi_motion_wf(
         mem_gb=2 * mem_gb,
         n_procs=series_nthreads,
     )
-    similarity = pe.Node(VolumeSimilarity(), name="similarity", mem_gb=mem_gb)
+    similarity = pe.Node(
+        VolumeSimilarity(num_threads=series_nthreads),
+        name="similarity",
+        mem_gb=mem_gb,
+        n_procs=series_nthreads,
+    )
     confounds = pe.Node(
         MotionConfounds(transform=transform, outlier_threshold=outlier_threshold, b0_threshold=b0_threshold),
         name="confounds",
