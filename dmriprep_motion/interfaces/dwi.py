@@ -26,6 +26,7 @@ from dmriprep_motion.motion import (
     resample_volumes,
     similarity,
 )
+from dmriprep_motion.nifti import save_gzip
 
 LOGGER = logging.getLogger("nipype.interface")
 
@@ -64,13 +65,21 @@ def consistent_header(img: nb.Nifti1Image) -> nb.Nifti1Header:
     return hdr
 
 
-def save_like(data: np.ndarray, like: nb.spatialimages.SpatialImage, path: Path, dtype=np.float32) -> str:
-    """Save ``data`` with the header and affine of ``like`` (``dtype``, no scaling); return the path."""
+def save_like(
+    data: np.ndarray, like: nb.spatialimages.SpatialImage, path: Path, dtype=np.float32, n_threads: int = 1
+) -> str:
+    """Save ``data`` with the header and affine of ``like`` (``dtype``, no scaling); return the path.
+
+    A ``.nii.gz`` is compressed with ``n_threads`` threads (:func:`dmriprep_motion.nifti.save_gzip`).
+    """
     hdr = like.header.copy()
     hdr.set_data_dtype(dtype)
     out = nb.Nifti1Image(np.asarray(data, dtype=dtype), like.affine, hdr)
     out.header.set_slope_inter(1.0, 0.0)
-    out.to_filename(path)
+    if n_threads > 1 and str(path).endswith(".nii.gz"):
+        save_gzip(out, path, n_threads=n_threads)
+    else:
+        out.to_filename(path)
     return str(path)
 
 
@@ -215,7 +224,9 @@ class ResampleSeries(SimpleInterface):
         xforms = np.load(self.inputs.in_xforms)
         data = resample_series(img, xforms, order=self.inputs.order, n_threads=self.inputs.num_threads)
         ext = ".nii.gz" if self.inputs.compress else ".nii"
-        out_file = save_like(data, img, Path(runtime.cwd) / f"resampled{ext}")
+        out_file = save_like(
+            data, img, Path(runtime.cwd) / f"resampled{ext}", n_threads=self.inputs.num_threads
+        )
         bvecs = np.loadtxt(self.inputs.in_bvec, ndmin=2).T
         out_bvec = write_bvecs(rotate_bvecs(bvecs, img.affine, xforms), Path(runtime.cwd) / "rotated.bvec")
         self._results.update(out_file=str(out_file), out_bvec=str(out_bvec))
