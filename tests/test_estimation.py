@@ -165,19 +165,17 @@ def test_similarity_moves_predictions_in_threads_as_in_series(tmp_path):
     after[2] = np.eye(4)  # not moved: scored without resampling
     np.save(tmp_path / "before.npy", before)
     np.save(tmp_path / "after.npy", after)
+    inputs = {
+        "in_file": str(tmp_path / "final.nii"),
+        "predictions": preds,
+        "dwi_indices": [1, 2, 3, 4],
+        "reference": str(tmp_path / "pred1.nii"),
+        "in_mask": str(tmp_path / "mask.nii"),
+        "pred_xforms": str(tmp_path / "before.npy"),
+        "in_xforms": str(tmp_path / "after.npy"),
+    }
     scores = [
-        VolumeSimilarity(
-            in_file=str(tmp_path / "final.nii"),
-            predictions=preds,
-            dwi_indices=[1, 2, 3, 4],
-            reference=str(tmp_path / "pred1.nii"),
-            in_mask=str(tmp_path / "mask.nii"),
-            pred_xforms=str(tmp_path / "before.npy"),
-            in_xforms=str(tmp_path / "after.npy"),
-            num_threads=threads,
-        )
-        .run(cwd=str(tmp_path))
-        .outputs.similarity  # fmt: skip
+        VolumeSimilarity(**inputs, num_threads=threads).run(cwd=str(tmp_path)).outputs.similarity
         for threads in (1, 2, 3)
     ]
     assert scores[0] == scores[1] == scores[2] and len(set(scores[0])) == 5
