@@ -98,10 +98,9 @@ def test_parallel_nodes_all_run(tmp_path, max_wait):
     assert values == [0.01, 0.02, 0.03, 0.04, 0.05]
 
 
-def test_mapnode_elements_are_submitted_without_waiting(tmp_path):
-    """A MapNode's elements join the graph in one round and are submitted in the next: that
-    round must not wait for a node to finish first (here, none would before ``max_wait``)."""
-    wf = pe.Workflow(name="mapped", base_dir=str(tmp_path))
+def _mapped(base_dir) -> pe.Workflow:
+    """A MapNode of four 0.01 s naps, then one node napping for their total."""
+    wf = pe.Workflow(name="mapped", base_dir=str(base_dir))
     nap = pe.MapNode(
         niu.Function(function=_nap, input_names=["value"], output_names=["value"]),
         iterfield=["value"],
@@ -110,6 +109,13 @@ def test_mapnode_elements_are_submitted_without_waiting(tmp_path):
     nap.inputs.value = [0.01] * 4
     after = pe.Node(niu.Function(function=_nap, input_names=["value"], output_names=["value"]), name="after")
     wf.connect(nap, ("value", _total), after, "value")
+    return wf
+
+
+def test_mapnode_elements_are_submitted_without_waiting(tmp_path):
+    """A MapNode's elements join the graph in one round and are submitted in the next: that
+    round must not wait for a node to finish first (here, none would before ``max_wait``)."""
+    wf = _mapped(tmp_path)
     start = datetime.now().timestamp()
     graph = wf.run(plugin=WakefulMultiProcPlugin(plugin_args={"n_procs": 2, "max_wait": 20.0}))
     (last,) = [n for n in graph.nodes() if n.name == "after"]
@@ -131,15 +137,7 @@ def test_no_full_garbage_collection_per_round(tmp_path, monkeypatch, plugin):
     full = []
     collect = gc.collect
     monkeypatch.setattr(gc, "collect", lambda generation=2: (full.append(generation == 2), collect(0))[1])
-    wf = pe.Workflow(name="mapped", base_dir=str(tmp_path))
-    nap = pe.MapNode(
-        niu.Function(function=_nap, input_names=["value"], output_names=["value"]),
-        iterfield=["value"],
-        name="nap",
-    )
-    nap.inputs.value = [0.01] * 4
-    after = pe.Node(niu.Function(function=_nap, input_names=["value"], output_names=["value"]), name="after")
-    wf.connect(nap, ("value", _total), after, "value")
+    wf = _mapped(tmp_path)
     graph = wf.run(plugin=plugin(plugin_args={"n_procs": 2, "max_wait": 20.0} if plugin is not MultiProcPlugin
                                  else {"n_procs": 2}))  # fmt: skip
     assert [n.result.outputs.value for n in graph.nodes() if n.name == "after"] == [pytest.approx(0.04)]
