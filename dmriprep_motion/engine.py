@@ -21,7 +21,7 @@ still runs.
 in the processes that run the nodes.  Without a cap, each Nipype worker's BLAS starts one
 thread per CPU, and ``--nprocs`` workers on as many CPUs oversubscribe them: on 2 CPUs, the
 Gaussian process's leave-one-out predictions of a 120-volume series took 4.5 times as long
-(``real-moderate-120`` 370 s instead of 183 s, ``benchmarks/README.md``).
+(``real-moderate-120`` 370 s instead of 187 s, ``benchmarks/README.md``).
 """
 
 from __future__ import annotations

@@ -510,12 +510,13 @@ class GPModel(LeaveOneOutModel):
         counts = np.bincount(shell_of, minlength=shells.size).astype(np.float64)
         rng = np.random.default_rng(self.seed)
         pick = rng.choice(data.shape[0], size=min(self.n_voxels, data.shape[0]), replace=False)
+        sampled = data[pick]
         sample_means = np.maximum(
-            np.stack([data[pick][:, cols[shell_of == k]].mean(axis=1, dtype=np.float64)
+            np.stack([sampled[:, cols[shell_of == k]].mean(axis=1, dtype=np.float64)
                       for k in range(shells.size)], axis=1),
             1e-6,
         )  # fmt: skip
-        resid = data[pick][:, cols] / sample_means[:, shell_of] - 1.0
+        resid = sampled[:, cols] / sample_means[:, shell_of] - 1.0
         allcols = np.append(cols, target)
         theta = self._angles(bvecs[allcols])
         logb = np.log(np.maximum(bvals[allcols], 1.0))
