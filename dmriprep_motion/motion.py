@@ -14,6 +14,7 @@ transforms (converted to ITK's LPS convention).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -260,6 +261,18 @@ def is_identity(xform: np.ndarray, atol: float = 1e-9) -> bool:
     return bool(np.allclose(np.asarray(xform, dtype=float), np.eye(4), rtol=0.0, atol=atol))
 
 
+def thread_map(func: Callable, *iterables: Iterable, n_threads: int = 1) -> list:
+    """``list(map(func, *iterables))``, with ``n_threads`` calls at once when above 1.
+
+    For work that releases the GIL (SciPy's interpolation, zlib); one thread runs in the
+    caller, without a pool.
+    """
+    if n_threads > 1:
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            return list(pool.map(func, *iterables))
+    return list(map(func, *iterables))
+
+
 def resample_volumes(
     data: np.ndarray,
     affine: np.ndarray,
@@ -291,12 +304,7 @@ def resample_volumes(
                 data[..., index], affine, xforms[index], affine, shape, order=order
             )
 
-    if n_threads > 1:
-        with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            list(pool.map(one, range(selected.size)))
-    else:
-        for position in range(selected.size):
-            one(position)
+    thread_map(one, range(selected.size), n_threads=n_threads)
     return out
 
 

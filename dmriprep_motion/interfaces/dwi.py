@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nb
@@ -25,6 +24,7 @@ from dmriprep_motion.motion import (
     resample_volume,
     resample_volumes,
     similarity,
+    thread_map,
 )
 from dmriprep_motion.nifti import save_gzip
 
@@ -99,19 +99,16 @@ def prediction_similarity(
     """
     moves = moves or {}
 
-    def score(idx: int, pred: str) -> float:
+    def score(pair: tuple[int, str]) -> float:
+        idx, pred = pair
         pimg = nb.load(pred)
         target = np.asanyarray(pimg.dataobj, dtype=np.float32)
         if idx in moves:
             target = resample_volume(target, pimg.affine, moves[idx], img.affine, img.shape[:3])
         return similarity(np.asanyarray(img.dataobj[..., idx]), target, mask)
 
-    if n_threads > 1:
-        with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            values = list(pool.map(score, indices, predictions))
-    else:
-        values = [score(idx, pred) for idx, pred in zip(indices, predictions, strict=True)]
-    return dict(zip(indices, values, strict=True))
+    pairs = list(zip(indices, predictions, strict=True))
+    return dict(zip(indices, thread_map(score, pairs, n_threads=n_threads), strict=True))
 
 
 class _ValidateDWIInputSpec(BaseInterfaceInputSpec):
