@@ -60,12 +60,11 @@ def sphere_neighbour_correlation(values: np.ndarray, bvecs: np.ndarray, k: int =
     (C,) array
         Near 1 for a field that varies smoothly over the sphere, near 0 for independent values.
     """
+    from dmriprep_motion.motion import sphere_neighbours
+
     values = np.asarray(values, dtype=float)
-    g = np.asarray(bvecs, dtype=float)
-    closeness = np.abs(g @ g.T)
-    np.fill_diagonal(closeness, -np.inf)
-    neighbours = np.argsort(-closeness, axis=1)[:, :k]
-    smooth = values[neighbours].mean(axis=1)
+    nearest = sphere_neighbours(bvecs, np.ones(len(values), dtype=int), k=k)
+    smooth = np.stack([values[row[1:]].mean(axis=0) for row in nearest])
     return np.array([np.corrcoef(values[:, c], smooth[:, c])[0, 1] for c in range(values.shape[1])])
 
 

@@ -209,6 +209,63 @@ def interpolate_transforms(start: np.ndarray, end: np.ndarray, fraction: float) 
     return out
 
 
+def sphere_neighbours(bvecs: np.ndarray, labels: np.ndarray, k: int = 4) -> list[np.ndarray]:
+    """For each volume, itself and its ``k`` nearest gradient directions in the same shell.
+
+    Parameters
+    ----------
+    bvecs : (N, 3) array
+        Gradient directions (``g`` and ``-g`` are the same direction).
+    labels : (N,) int array
+        Shell of each volume; 0 (b0) volumes get no neighbours but themselves.
+    k : int
+        Neighbours per volume (fewer in a shell of at most ``k`` volumes).
+
+    Returns
+    -------
+    list of N int arrays
+        Volume indices, the volume itself first.
+    """
+    g = np.asarray(bvecs, dtype=float)
+    labels = np.asarray(labels)
+    out = [np.array([i]) for i in range(len(labels))]
+    for shell in np.unique(labels[labels > 0]):
+        members = np.flatnonzero(labels == shell)
+        closeness = np.abs(g[members] @ g[members].T)
+        np.fill_diagonal(closeness, np.inf)  # itself first
+        order = np.argsort(-closeness, axis=1, kind="stable")[:, : min(k, len(members) - 1) + 1]
+        for row, index in enumerate(members):
+            out[index] = members[order[row]]
+    return out
+
+
+def relax_transforms(
+    start: np.ndarray, end: np.ndarray, relaxation: float, neighbours: list[np.ndarray] | None = None
+) -> np.ndarray:
+    """Move each transform ``relaxation`` times its step from ``start`` to ``end``.
+
+    Below 1 the whole step is damped (:func:`interpolate_transforms`).  Above 1, with
+    ``neighbours`` (:func:`sphere_neighbours`), only the part of the step that volumes share
+    with their neighbours on the sphere, the mean of their steps (matrix logarithms), is
+    extrapolated: ``start @ expm(step + (relaxation - 1) * mean of the neighbours' steps)``.
+    That part is what the passes correct slowly (a volume's leave-one-out prediction shares it);
+    the rest of the step, which each pass corrects at once, is taken as it is.  Without
+    ``neighbours`` the whole step is extrapolated.
+    """
+    if relaxation <= 1 or neighbours is None:
+        return interpolate_transforms(start, end, relaxation)
+    from scipy.linalg import expm, logm
+
+    a = np.asarray(start, dtype=float).reshape(-1, 4, 4)
+    b = np.asarray(end, dtype=float).reshape(-1, 4, 4)
+    steps = np.stack([np.real(logm(np.linalg.solve(m0, m1))) for m0, m1 in zip(a, b, strict=True)])
+    out = np.empty_like(a)
+    for i, m0 in enumerate(a):
+        out[i] = m0 @ expm(steps[i] + (relaxation - 1) * steps[neighbours[i]].mean(axis=0))
+        out[i, 3] = (0, 0, 0, 1)
+    return out
+
+
 def transform_change(previous: np.ndarray, current: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Mean displacement (mm) over ``points`` between two (N, 4, 4) transform sets."""
     prev = np.asarray(previous, dtype=float).reshape(-1, 4, 4)

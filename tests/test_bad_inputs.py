@@ -316,6 +316,8 @@ def _env() -> dict:
         (["--bids-filter-file", "/nonexistent.json"], 64,
          "dmriprep-motion: error: argument --bids-filter-file: file not found: /nonexistent.json"),
         (["--passes", "0"], 64, "dmriprep-motion: error: argument --passes: '0' must be at least 1"),
+        (["--relaxation", "2.5"], 64,
+         "dmriprep-motion: error: argument --relaxation: '2.5' must be above 0 and at most 2"),
         ([], 16, "all volumes are b0 in sub-01_dwi.bval: nothing to correct"),
     ],
 )  # fmt: skip

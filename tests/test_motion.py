@@ -123,3 +123,58 @@ def test_interpolate_transforms_is_geodesic():
     assert np.allclose(euler_from_matrix(half[:3, :3]), [0, 0, 0.2])  # half the rotation
     again = interpolate_transforms(half[None], end[None], 1.0)[0]
     assert np.allclose(again, end)
+
+
+def _directions(n: int, seed: int) -> np.ndarray:
+    g = np.random.default_rng(seed).normal(size=(n, 3))
+    return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+
+def test_sphere_neighbours_are_the_nearest_directions_of_the_shell():
+    from dmriprep_motion.motion import sphere_neighbours
+
+    g = _directions(12, 0)
+    g[5] = -g[2] * 0.999 + 0.01  # nearly antipodal to volume 2: the same direction for diffusion
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    labels = np.array([0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 1, 1])
+    out = sphere_neighbours(g, labels, k=4)
+    assert out[0].tolist() == [0]  # a b0: itself only
+    assert out[2][0] == 2 and out[2][1] == 5
+    for i in np.flatnonzero(labels == 1):
+        members = np.flatnonzero(labels == 1)
+        assert out[i][0] == i and len(out[i]) == 5 and set(out[i]) <= set(members)
+        others = np.setdiff1d(members, out[i])
+        closeness = np.abs(g @ g[i])
+        assert closeness[out[i][1:]].min() >= closeness[others].max()  # the 4 nearest
+    assert all(len(out[i]) == 3 and set(out[i]) == {7, 8, 9} for i in (7, 8, 9))  # a shell of 3
+
+
+def test_relax_transforms_extrapolates_the_step_shared_with_neighbours():
+    """Above 1, only the mean step of a volume and its neighbours is extrapolated."""
+    from dmriprep_motion.motion import interpolate_transforms, relax_transforms, sphere_neighbours
+
+    n = 8
+    labels = np.array([0] + [1] * (n - 1))
+    neighbours = sphere_neighbours(_directions(n, 1), labels, k=4)
+    start = np.stack([matrix_from_params([0.5 * i, 0, 0, 0, 0.01 * i, 0]) for i in range(n)])
+    # A step every volume shares (what the passes correct slowly) is extrapolated whole...
+    shared = np.stack([m @ matrix_from_params([0.2, -0.1, 0.3, 0.01, 0, 0.02]) for m in start])
+    shared[0] = start[0]
+    assert np.allclose(
+        relax_transforms(start, shared, 2.0, neighbours), interpolate_transforms(start, shared, 2.0)
+    )
+    # ...a step of one volume alone gets a fifth of the extra: its own part is taken as it is.
+    alone = start.copy()
+    alone[3] = start[3] @ matrix_from_params([0.5, 0, 0, 0, 0, 0])
+    out = relax_transforms(start, alone, 2.0, neighbours)
+    assert np.allclose(np.linalg.solve(start[3], out[3])[:3, 3], [0.5 * 1.2, 0, 0])
+    moved = [i for i in range(n) if 3 in neighbours[i][1:]]
+    for i in range(n):
+        expected = [0.5 / 5, 0, 0] if i in moved else [0, 0, 0]
+        if i != 3:
+            assert np.allclose(np.linalg.solve(start[i], out[i])[:3, 3], expected)
+    # Below 1, or without neighbours, the whole step is scaled.
+    for relaxation, nbrs in ((0.5, neighbours), (2.0, None)):
+        assert np.allclose(
+            relax_transforms(start, alone, relaxation, nbrs), interpolate_transforms(start, alone, relaxation)
+        )

@@ -73,6 +73,18 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _relaxation(value: str) -> float:
+    from dmriprep_motion.interfaces.transforms import MAX_RELAXATION  # the run imports it anyway
+
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 < number <= MAX_RELAXATION:
+        raise argparse.ArgumentTypeError(f"{value!r} must be above 0 and at most {MAX_RELAXATION:g}")
+    return number
+
+
 def _label(value: str) -> str:
     for prefix in ("sub-", "ses-"):
         if value.startswith(prefix):
@@ -154,13 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     method.add_argument(
         "--relaxation",
-        type=float,
-        default=1.0,
+        type=_relaxation,
+        default=2.0,
         metavar="F",
-        help="in the passes between the first and the last, move each transform this fraction of "
-        "the way to its new estimate before the next pass starts from it (default 1: no damping; "
-        "a value below 1 damps oscillations between passes but slows convergence; the last pass "
-        "keeps its estimates)",
+        help="in the passes between the first and the last, move each transform F times its step "
+        "from the previous estimate to the new one before the next pass starts from it (0 < F <= 2; "
+        "default 2: over-relaxation of the part of the step a volume shares with its 4 nearest "
+        "gradient directions, which the passes correct slowest; 1 takes the new estimates; below 1 "
+        "damps the whole step against oscillations, but slows convergence; the last pass keeps its "
+        "estimates)",
     )
     method.add_argument(
         "--anchor",

@@ -27,7 +27,7 @@ class Settings:
     transform: str = "Rigid"
     passes: int = 3
     tolerance: float = 0.05
-    relaxation: float = 1.0
+    relaxation: float = 2.0
     anchor: str = "auto"
     outlier_threshold: float = 4.0
     exclude_outliers: bool = False

@@ -39,6 +39,25 @@ _MODEL_DESC = {
 }
 _REFINE_DESC = " (after the first pass, at full resolution only, since they start close to the answer)"
 
+
+def _relaxation_desc(relaxation: float, passes: int) -> str:
+    """Methods sentence on the relaxation between passes (none when it does not apply)."""
+    if passes < 3 or relaxation == 1:
+        return ""
+    if relaxation > 1:
+        what = (
+            "the part of each transform's update that it shared with the 4 nearest gradient "
+            f"directions of its shell (their mean update) was applied {relaxation:g} times "
+            "(over-relaxation)"
+        )
+    else:
+        what = f"each transform was moved {relaxation:g} of the way to its new estimate (damping)"
+    return (
+        f"Between the passes, {what} before the next pass started from it; the last pass's "
+        "estimates were kept as they were. "
+    )
+
+
 _ANCHOR_DESC = {
     "registration": "After the last pass, the corrected mean of each shell was registered to the b0 "
     "reference (rigid, mutual information within the brain mask) to tie the shell's common "
@@ -96,7 +115,7 @@ def init_dwi_motion_wf(
     passes: int = 3,
     anchor: str = "auto",
     tolerance: float = 0.05,
-    relaxation: float = 1.0,
+    relaxation: float = 2.0,
     outlier_threshold: float = 4.0,
     exclude_outliers: bool = False,
     b0_threshold: float = 50.0,
@@ -130,11 +149,13 @@ def init_dwi_motion_wf(
         no transform by more than this many mm (mean over the brain); 0 never.
     relaxation : float
         In the passes between the first and the last, each transform moves this
-        fraction of the way from the previous pass's estimate to the new one
-        (damping, see :class:`~dmriprep_motion.interfaces.transforms.AnchorShells`),
-        which is where the next pass starts from.  The default, 1, does not damp:
-        damping slowed the convergence of the passes on the benchmark's phantoms
-        (``benchmarks/README.md``).  The last pass always keeps its new estimates.
+        many times the step from the previous pass's estimate to the new one (see
+        :class:`~dmriprep_motion.interfaces.transforms.AnchorShells`), which is where
+        the next pass starts from; at most 2.  The default, 2, over-relaxes the part of
+        each step shared with the 4 nearest gradient directions: errors shared by
+        neighbouring directions shrink only by a factor of about 0.6-0.7 per pass
+        (``benchmarks/README.md``).  1 takes the new estimates; below 1 damps the whole
+        step.  The last pass always keeps its new estimates.
     outlier_threshold : float
         Robust z-score (per shell) of the similarity between a corrected volume
         and its prediction below which the volume is flagged (0 disables).
@@ -197,6 +218,7 @@ def init_dwi_motion_wf(
         "each pass fitting the model to the series moved by the previous pass's estimates and "
         "starting the registrations from them"
         f"{_REFINE_DESC if passes > 1 and refine != settings else ''}. "
+        f"{_relaxation_desc(relaxation, passes)}"
         f"{_ANCHOR_DESC[shell_anchor]}"
         "b-vectors were rotated by the estimated "
         "rotations, and each volume was resampled once onto the native grid of the b0 "
@@ -239,7 +261,7 @@ def init_dwi_motion_wf(
             model=model,
             settings=settings if index == 1 else refine,
             transform=transform,
-            # damping steers the next pass; the last pass's registrations are the estimate
+            # relaxation steers the next pass; the last pass's registrations are the estimate
             relaxation=relaxation if 1 < index < passes else 1.0,
             tolerance=tolerance,
             outlier_threshold=outlier_threshold,

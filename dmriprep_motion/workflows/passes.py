@@ -59,8 +59,9 @@ def init_hmc_pass_wf(
     settings : path
         ANTs JSON settings for the volume-to-prediction registrations.
     relaxation : float
-        Fraction of the step from the previous transforms to the new estimates
-        (1 takes the new estimates; less damps oscillations between passes).
+        Multiple of the step from the previous transforms to the new estimates
+        (1 takes the new estimates; less damps oscillations between passes; more, up
+        to 2, extrapolates the step to speed up slow convergence).
     tolerance : float
         When the previous pass changed no transform by more than this (mm, mean
         over the brain), the registrations of this pass are skipped.
@@ -152,7 +153,8 @@ def init_hmc_pass_wf(
                             ("b0_xforms", "b0_xforms"), ("dwi_indices", "dwi_indices")]),
         (to_ras, merge, [("out_file", "dwi_xforms"), ("matrix", "dwi_matrices")]),
         (merge, relax, [("out_ras", "in_ras")]),
-        (inputnode, relax, [("in_bval", "in_bval"), ("init_ras", "previous"), ("brain_mask", "in_mask")]),
+        (inputnode, relax, [("in_bval", "in_bval"), ("in_bvec", "in_bvec"), ("init_ras", "previous"),
+                            ("brain_mask", "in_mask")]),
         (relax, outputnode, [("out_xforms", "out_xforms"), ("out_ras", "out_ras"),
                              ("out_itk", "out_itk"), ("change", "change"), ("changes", "changes")]),
         (predict, outputnode, [("out_file", "predictions")]),
