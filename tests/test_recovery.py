@@ -33,10 +33,14 @@ MOTIONS = {
 #: further than the shared end-to-end run: on these b=2500 volumes the transforms along the
 #: phase-encoding axis still change by ~0.4 mm at pass 3 (eddy-current shifts that vary smoothly
 #: with the gradient direction are what leave-one-out prediction sees least). Measured on this
-#: series (median anchor, --sloppy): max error vs. the injected truth 0.84 mm after 3 passes and
-#: 0.30 mm after 8 with --relaxation 0.5; 0.27 mm after 5 and 0.20 mm after 6 with --relaxation 1.
-RECOVERY_ARGS = ["--sloppy", "--nprocs", "2", "--passes", "6", "--tolerance", "0", "--relaxation", "1",
+#: series (median anchor, --sloppy), largest error vs. the injected truth: 0.84 mm after 3 passes
+#: and 0.30 mm after 8 with --relaxation 0.5 (earlier code); 0.50 mm after 4 and 0.24 mm after 6 with
+#: --relaxation 1; 0.27 mm after 4 and 0.13 mm after 6 with the default over-relaxation (2).
+RECOVERY_ARGS = ["--sloppy", "--nprocs", "2", "--passes", "6", "--tolerance", "0",
                  "--anchor", "median", "--seed", "42"]  # fmt: skip
+#: Largest mean displacement error allowed (mm): the default relaxation reaches 0.13 mm, taking
+#: the new estimates between passes (--relaxation 1) 0.24 mm (2026-11-27).
+MAX_ERROR_MM = 0.18
 
 
 def _run_series(ds_xa30, base, motions: dict | None):
@@ -103,7 +107,7 @@ def _residuals(baseline_run, injected_run):
 
 
 def test_injected_motion_is_recovered(baseline_run, injected_run):
-    """Each recovered transform is within 0.3 mm mean displacement (brain mask) of the injected one.
+    """Each recovered transform is within 0.18 mm mean displacement (brain mask) of the injected one.
 
     The truth for a volume is the injected motion composed with the baseline run's estimate
     for the same volume (the real data has its own head and eddy-current motion), so the
@@ -111,7 +115,7 @@ def test_injected_motion_is_recovered(baseline_run, injected_run):
     """
     residual, errors, baseline_x, moved_x, mask = _residuals(baseline_run, injected_run)
     report = {"mean_disp_mm": errors["mean_disp"].round(3).tolist(), "params": np.round(residual, 2).tolist()}
-    assert np.all(errors["mean_disp"] < 0.3), report
+    assert np.all(errors["mean_disp"] < MAX_ERROR_MM), report
     assert np.all(np.abs(residual[:, 3:]) < 0.5), report  # rotations (deg)
     for i in injected_run[1]:  # the injected motion is large compared with the error
         moved = transform_errors(moved_x[[i]], baseline_x[[i]], mask_coordinates(mask))["mean_disp"][0]
