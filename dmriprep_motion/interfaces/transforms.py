@@ -143,7 +143,7 @@ class _AnchorInputSpec(BaseInterfaceInputSpec):
         high=MAX_RELAXATION,
         value=1.0,
         usedefault=True,
-        desc="fraction of the step from previous to new (above 1: over-relaxation)",
+        desc="multiple of the step from previous to new (below 1: damping; above 1: over-relaxation)",
     )
     in_bval = File(exists=True, mandatory=True, desc="b-values")
     b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
@@ -221,7 +221,7 @@ class AnchorShells(SimpleInterface):
       mean step) is extrapolated (:func:`~dmriprep_motion.motion.relax_transforms`): a
       volume's own step, which is mostly what the pass corrects at once, is taken as it is.
       Extrapolating whole steps made the last pass start further from the answer on
-      random motion: slower, and less accurate on 5 of 7 benchmark scenarios.
+      random motion: less accurate on 5 of 7 benchmark scenarios.
     """
 
     input_spec = _AnchorInputSpec
