@@ -197,16 +197,7 @@ def interpolate_transforms(start: np.ndarray, end: np.ndarray, fraction: float) 
 
     ``start @ expm(fraction * logm(start⁻¹ @ end))``: 0 gives ``start``, 1 gives ``end``.
     """
-    from scipy.linalg import expm, logm
-
-    a = np.asarray(start, dtype=float).reshape(-1, 4, 4)
-    b = np.asarray(end, dtype=float).reshape(-1, 4, 4)
-    out = np.empty_like(a)
-    for i, (m0, m1) in enumerate(zip(a, b, strict=True)):
-        step = np.real(logm(np.linalg.solve(m0, m1)))
-        out[i] = m0 @ expm(fraction * step)
-        out[i, 3] = (0, 0, 0, 1)
-    return out
+    return relax_transforms(start, end, fraction)
 
 
 def sphere_neighbours(bvecs: np.ndarray, labels: np.ndarray, k: int = 4) -> list[np.ndarray]:
@@ -244,7 +235,7 @@ def relax_transforms(
 ) -> np.ndarray:
     """Move each transform ``relaxation`` times its step from ``start`` to ``end``.
 
-    Below 1 the whole step is damped (:func:`interpolate_transforms`).  Above 1, with
+    Below 1 the whole step is damped (as :func:`interpolate_transforms`).  Above 1, with
     ``neighbours`` (:func:`sphere_neighbours`), only the part of the step that volumes share
     with their neighbours on the sphere, the mean of their steps (matrix logarithms), is
     extrapolated: ``start @ expm(step + (relaxation - 1) * mean of the neighbours' steps)``.
@@ -252,16 +243,18 @@ def relax_transforms(
     the rest of the step, which each pass corrects at once, is taken as it is.  Without
     ``neighbours`` the whole step is extrapolated.
     """
-    if relaxation <= 1 or neighbours is None:
-        return interpolate_transforms(start, end, relaxation)
     from scipy.linalg import expm, logm
 
     a = np.asarray(start, dtype=float).reshape(-1, 4, 4)
     b = np.asarray(end, dtype=float).reshape(-1, 4, 4)
     steps = np.stack([np.real(logm(np.linalg.solve(m0, m1))) for m0, m1 in zip(a, b, strict=True)])
+    if relaxation <= 1 or neighbours is None:
+        moves = relaxation * steps
+    else:
+        moves = steps + (relaxation - 1) * np.stack([steps[rows].mean(axis=0) for rows in neighbours])
     out = np.empty_like(a)
-    for i, m0 in enumerate(a):
-        out[i] = m0 @ expm(steps[i] + (relaxation - 1) * steps[neighbours[i]].mean(axis=0))
+    for i, (m0, move) in enumerate(zip(a, moves, strict=True)):
+        out[i] = m0 @ expm(move)
         out[i, 3] = (0, 0, 0, 1)
     return out
 

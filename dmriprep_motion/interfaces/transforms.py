@@ -268,7 +268,7 @@ class AnchorShells(SimpleInterface):
             mats[labels == label] = mats[labels == label] @ correction
             if points is not None:
                 corrections.append(float(transform_change(np.eye(4)[None], correction[None], points)[0]))
-        # Damp the whole update (the pipeline's passes relax and never anchor; the final anchor
+        # Relax the whole update (the pipeline's passes relax and never anchor; the final anchor
         # workflow anchors with relaxation 1).
         if self.inputs.relaxation != 1.0 and isdefined(self.inputs.previous):
             neighbours = None
