@@ -50,6 +50,9 @@ SCENARIOS = {
     # b0 and diffusion-weighted maps agree by construction, and the shell's mean position is not
     # the b0's: where the shell anchor has to move the shell by a known sub-voxel amount
     "mni-drift": ("mni", {1000: 30}, 1, "drift", 20.0),
+    # the multi-shell scheme on the phantom whose contrasts agree (since 2026-12-04): how the
+    # shells above b=1500 are tied to the b0, without the real-data phantom's b0<->DWI ambiguity
+    "mni-multishell": ("mni", {1000: 20, 2000: 20, 3000: 20}, 3, "moderate", 20.0),
 }
 
 METHODS = {

@@ -183,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="how each shell's common position is tied to the b0 reference after every pass: "
         "registration of the shell's corrected mean to the b0 reference (mutual information, like "
         "eddy's post-alignment of shells), median motion = 0 (assumes most volumes did not move "
-        "relative to the b0), auto (default: registration for shells up to b=1500, median above, "
-        "where the b0 and the shell share too little contrast to register reliably), or none",
+        "relative to the b0), auto (default: shells up to b=1500 are registered to the b0 "
+        "reference; each higher shell's mean to the next lower shell's, since the b0 and a high-b "
+        "shell share too little contrast to register reliably; a lowest shell above b=1500, as in "
+        "single-shell high-b data, takes the median), or none",
     )
     method.add_argument(
         "--outlier-threshold",

@@ -18,6 +18,7 @@ from nipype.interfaces.base import (
 )
 
 from dmriprep_motion.gradients import load_gradient_table, rotate_bvecs, write_bvecs, write_fsl
+from dmriprep_motion.interfaces.transforms import AUTO_MAX_BVAL, anchor_targets
 from dmriprep_motion.motion import (
     is_identity,
     resample_series,
@@ -234,9 +235,13 @@ class _ShellMeansInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="original 4D series")
     in_xforms = File(exists=True, mandatory=True, desc="(N, 4, 4) RAS+ transforms (.npy)")
     in_bval = File(exists=True, mandatory=True, desc="b-values")
+    in_reference = File(
+        exists=True, mandatory=True, desc="b0 reference (fixed image of the shells tied to it)"
+    )
     b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
-    register_max_bval = traits.Float(
-        float("inf"), usedefault=True, desc="shells above this b-value are not registered (skip)"
+    method = traits.Enum("auto", "registration", usedefault=True, desc="shell anchor (see anchor_targets)")
+    auto_max_bval = traits.Float(
+        AUTO_MAX_BVAL, usedefault=True, desc="method auto: shells up to this b-value are registered to the b0"
     )
     num_threads = traits.Int(1, usedefault=True, desc="volumes resampled at once")
 
@@ -244,35 +249,49 @@ class _ShellMeansInputSpec(BaseInterfaceInputSpec):
 class _ShellMeansOutputSpec(TraitedSpec):
     out_files = traits.List(File(exists=True), desc="mean corrected volume of each shell")
     shells = traits.List(traits.Int, desc="shell label of each mean (1, 2, ...)")
-    skip = traits.List(traits.Bool, desc="per shell, whether its registration to the b0 is skipped")
+    fixed_files = traits.List(
+        File(exists=True), desc="per shell, the image its mean is registered to (b0 reference or lower shell)"
+    )
+    skip = traits.List(traits.Bool, desc="per shell, whether its registration is skipped (median anchor)")
 
 
 class ShellMeans(SimpleInterface):
-    """Average the corrected diffusion-weighted volumes of each shell (for shell-to-b0 alignment)."""
+    """Average the corrected diffusion-weighted volumes of each shell (to anchor the shells).
+
+    Each mean is paired with its registration target (:func:`~dmriprep_motion.interfaces.
+    transforms.anchor_targets`): the b0 reference, or the mean of a lower shell.
+    """
 
     input_spec = _ShellMeansInputSpec
     output_spec = _ShellMeansOutputSpec
 
     def _run_interface(self, runtime):
         from dmriprep_motion.gradients import shell_labels
-        from dmriprep_motion.interfaces.transforms import registers_to_b0
 
         img = nb.load(self.inputs.in_file)
         data = np.asanyarray(img.dataobj, dtype=np.float32)  # read once for every shell
         xforms = np.load(self.inputs.in_xforms)
         bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
         labels = shell_labels(bvals, self.inputs.b0_threshold)
-        out_files, shells, skip = [], [], []
+        out_files, shells = [], []
         for label in range(1, labels.max() + 1):
             members = np.flatnonzero(labels == label)
-            skip.append(not registers_to_b0(np.median(bvals[members]), self.inputs.register_max_bval))
             moved = resample_volumes(
                 data, img.affine, xforms, indices=members, n_threads=self.inputs.num_threads
             )
             mean = moved.mean(axis=-1, dtype=np.float64)
             out_files.append(save_like(mean, img, Path(runtime.cwd) / f"shell{label:02d}_mean.nii"))
             shells.append(int(label))
-        self._results.update(out_files=out_files, shells=shells, skip=skip)
+        shell_bvals = [float(np.median(bvals[labels == label])) for label in shells]
+        targets = anchor_targets(shell_bvals, self.inputs.method, self.inputs.auto_max_bval)
+        # a skipped registration still needs an existing fixed image: the reference
+        images = [self.inputs.in_reference, *out_files]
+        self._results.update(
+            out_files=out_files,
+            shells=shells,
+            fixed_files=[images[target or 0] for target in targets],
+            skip=[target is None for target in targets],
+        )
         return runtime
 
 

@@ -29,22 +29,44 @@ from dmriprep_motion.motion import (
 )
 
 LOGGER = logging.getLogger("nipype.interface")
-#: ``--anchor auto`` registers shells up to this b-value (s/mm²) to the b0, and anchors higher
-#: ones by their median motion (see :class:`AnchorShells`).
+#: ``--anchor auto`` registers shells up to this b-value (s/mm²) to the b0; each higher shell is
+#: registered to the next lower shell (see :func:`anchor_targets` and :class:`AnchorShells`).
 AUTO_MAX_BVAL = 1500.0
 #: Largest ``relaxation`` of the passes: beyond it, over-relaxation amplifies the errors that a
 #: single pass removes (see :class:`AnchorShells`).
 MAX_RELAXATION = 2.0
 
 
-def registers_to_b0(bval: float, max_bval: float = AUTO_MAX_BVAL) -> bool:
-    """Whether a shell of (median) b-value ``bval`` is anchored by registration to the b0.
+def anchor_targets(
+    shell_bvals: list[float], method: str, max_bval: float = AUTO_MAX_BVAL
+) -> list[int | None]:
+    """What each shell's corrected mean is registered to, to anchor the shell.
 
-    The one rule shared by :class:`~dmriprep_motion.interfaces.dwi.ShellMeans` (which marks
-    the other shells' registrations as skipped) and :class:`AnchorShells` (which gives them
-    the median anchor) under ``--anchor auto``.
+    The one rule shared by :class:`~dmriprep_motion.interfaces.dwi.ShellMeans` (which picks
+    each registration's fixed image and skips the others) and :class:`AnchorShells` (which
+    composes the registrations into each shell's correction).
+
+    Parameters
+    ----------
+    shell_bvals : list of float
+        Median b-value of shells 1, 2, ... (increasing, as :func:`~dmriprep_motion.gradients.shell_labels`).
+    method : {"registration", "auto", "median", "none"}
+        ``registration``: every shell to the b0 reference.  ``auto``: shells up to ``max_bval``
+        to the b0 reference, each higher shell to the next lower shell (the b0 and a high-b
+        shell share little contrast; neighbouring shells share most of it), and the lowest
+        shell, when it is above ``max_bval``, to nothing (median anchor).
+    max_bval : float
+
+    Returns
+    -------
+    list
+        Per shell: 0 for the b0 reference, the label of a lower shell, or None (not registered).
     """
-    return bool(bval <= max_bval)
+    if method == "registration":
+        return [0] * len(shell_bvals)
+    if method != "auto":
+        return [None] * len(shell_bvals)
+    return [0 if bval <= max_bval else (label - 1 or None) for label, bval in enumerate(shell_bvals, start=1)]
 
 
 class _ToRASInputSpec(BaseInterfaceInputSpec):
@@ -135,7 +157,9 @@ class _AnchorInputSpec(BaseInterfaceInputSpec):
         "median", "registration", "auto", "none", usedefault=True, desc="how shells are anchored"
     )
     auto_max_bval = traits.Float(
-        AUTO_MAX_BVAL, usedefault=True, desc="method auto: registration up to this b-value, median above"
+        AUTO_MAX_BVAL,
+        usedefault=True,
+        desc="method auto: registration to the b0 up to this b-value, to the next lower shell above",
     )
     transform = traits.Enum("Rigid", "Affine", usedefault=True, desc="transform of the registrations")
     relaxation = traits.Range(
@@ -150,7 +174,8 @@ class _AnchorInputSpec(BaseInterfaceInputSpec):
     shells = traits.List(traits.Int, desc="shell labels of shell_xforms")
     shell_xforms = InputMultiObject(
         traits.Either(File(exists=True), traits.List(File(exists=True))),
-        desc="per shell, the ANTs transform aligning the b0 reference to the shell mean (empty: skipped)",
+        desc="per shell, the ANTs transform aligning its registration target (see anchor_targets) "
+        "to the shell mean (empty: skipped)",
     )
     previous = File(exists=True, desc="(N, 4, 4) transforms of the previous pass (.npy)")
     in_bvec = File(
@@ -188,12 +213,17 @@ class AnchorShells(SimpleInterface):
         ``G`` is the registration of the b0 reference to the shell's corrected
         mean (mutual information, as FSL eddy's post-alignment of shells).
     ``auto``
-        ``registration`` for shells up to ``auto_max_bval`` (1500 s/mm²), ``median``
-        above (the anchor workflow does not register those shells).  The b0 and a high-b
-        shell mean share little contrast: on real data (ds-xa30, b=2500) the registration
-        moved by 0.5-1 mm from pass to pass, and on the phantom re-synthesized from it (b0
-        aligned to the diffusion-weighted volumes), without motion or noise, it was off by
-        0.22 mm at b=1000 and 1.3 mm at b=3000 (``benchmarks/phantom_frame.py``).
+        ``registration`` for shells up to ``auto_max_bval`` (1500 s/mm²).  Each higher
+        shell's mean is registered to the next lower shell's (:func:`anchor_targets`), and
+        its correction is that registration composed with the lower shell's correction; the
+        lowest shell, when it is above ``auto_max_bval``, takes the median.  The b0 and a
+        high-b shell mean share little contrast: on real data (ds-xa30, b=2500) the
+        registration moved by 0.5-1 mm from pass to pass, and on the phantom re-synthesized
+        from it, without motion or noise, it was off by 0.22 mm at b=1000 and 1.3 mm at
+        b=3000 (``benchmarks/phantom_frame.py``); between neighbouring shells of that phantom
+        it was off by 0.15 mm (b=2000 to b=1000) and 0.09 mm (b=3000 to b=2000).  Before
+        2026-12-04 shells above ``auto_max_bval`` took the median, which random motion of 20
+        volumes leaves ~0.5 mm off (``benchmarks/README.md``).
     ``none``
         Transforms pass through (right when the target is the b0 itself).
 
@@ -232,26 +262,29 @@ class AnchorShells(SimpleInterface):
         if method == "none":
             return {}
         registered = {}
-        if method in ("registration", "auto") and isdefined(self.inputs.shell_xforms):
+        if isdefined(self.inputs.shell_xforms):
             registered = {
                 label: load_itk(xfm[-1] if isinstance(xfm, list) else xfm)
                 for label, xfm in zip(self.inputs.shells, self.inputs.shell_xforms, strict=True)
-                if xfm  # a skipped registration (a shell above auto_max_bval) returns none
+                if xfm  # a skipped registration (a shell not registered) returns none
             }
-        if method == "registration":
-            return registered
+        shell_bvals = [float(np.median(bvals[labels == label])) for label in range(1, labels.max() + 1)]
+        targets = anchor_targets(shell_bvals, method, self.inputs.auto_max_bval)
         corrections = {}
-        for label in range(1, labels.max() + 1):
-            bval = float(np.median(bvals[labels == label]))
-            by_registration = (
-                method == "auto" and registers_to_b0(bval, self.inputs.auto_max_bval) and label in registered
-            )
-            if by_registration:
-                corrections[label] = registered[label]
-            else:
+        for label, (bval, target) in enumerate(zip(shell_bvals, targets, strict=True), start=1):
+            if target is None or label not in registered:
                 corrections[label] = _median_correction(mats[labels == label], self.inputs.transform)
+                how = "median motion"
+            elif target == 0:
+                corrections[label] = registered[label]
+                how = "registration"
+            else:
+                # registered to shell `target`'s mean as the last pass left it (mean_label(R y) ≈
+                # mean_target(y)), which its own correction G ties to the b0 (mean_target(G x) ≈
+                # b0(x)): so mean_label(R G x) ≈ b0(x)
+                corrections[label] = registered[label] @ corrections[target]
+                how = f"registration to shell b={shell_bvals[target - 1]:.0f}"
             if method == "auto":
-                how = "registration" if by_registration else "median motion"
                 LOGGER.info("shell b=%.0f: anchored to the b0 reference by %s (--anchor auto)", bval, how)
         return corrections
 

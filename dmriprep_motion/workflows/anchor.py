@@ -9,7 +9,7 @@ from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from dmriprep_motion.interfaces.dwi import ShellMeans
-from dmriprep_motion.interfaces.transforms import AUTO_MAX_BVAL, AnchorShells
+from dmriprep_motion.interfaces.transforms import AnchorShells
 from dmriprep_motion.workflows.registration import init_registration_node
 
 ANCHOR_INPUTS = ["dwi_file", "in_bval", "in_ras", "dwiref", "brain_mask"]
@@ -46,8 +46,9 @@ def init_shell_anchor_wf(
     anchor : {"auto", "registration", "median"}
         ``registration`` registers the b0 reference to each shell's corrected mean
         (rigid, mutual information within the brain mask); ``median`` sets each
-        shell's median motion to zero; ``auto`` registers shells up to b=1500 and
-        takes the median above (those shells are not registered at all).
+        shell's median motion to zero; ``auto`` registers shells up to b=1500 to the b0
+        reference and each higher shell's mean to the next lower shell's, composing the
+        corrections (a lowest shell above b=1500 takes the median and is not registered).
     anchor_settings : path or None
         ANTs JSON settings of the shell registrations (``registration``, ``auto``).
     transform : {"Rigid", "Affine"}
@@ -88,12 +89,10 @@ def init_shell_anchor_wf(
     if anchor in ("registration", "auto"):
         if anchor_settings is None:
             raise ValueError(f"anchor={anchor!r} needs anchor_settings")
-        # --anchor auto: the shells above AUTO_MAX_BVAL take the median anchor; not registered
-        register_max = AUTO_MAX_BVAL if anchor == "auto" else float("inf")
+        # each shell's mean with its registration target (the b0 reference or, with --anchor
+        # auto above b=1500, the next lower shell's mean), or skipped (the median anchor)
         shell_means = pe.Node(
-            ShellMeans(
-                b0_threshold=b0_threshold, register_max_bval=register_max, num_threads=series_nthreads
-            ),
+            ShellMeans(b0_threshold=b0_threshold, method=anchor, num_threads=series_nthreads),
             name="shell_means",
             mem_gb=2 * mem_gb,  # the series read once, and one shell's resampled volumes
             n_procs=series_nthreads,
@@ -101,17 +100,18 @@ def init_shell_anchor_wf(
         align_shells = init_registration_node(
             name="align_shells",
             settings=anchor_settings,
-            iterfield=["moving_image", "skip"],
+            iterfield=["fixed_image", "moving_image", "skip"],
             seed=seed,
             omp_nthreads=omp_nthreads,
         )
         connections += [
             (inputnode, shell_means, [("dwi_file", "in_file"), ("in_bval", "in_bval"),
-                                      ("in_ras", "in_xforms")]),
+                                      ("in_ras", "in_xforms"), ("dwiref", "in_reference")]),
             # the brain only: the dilated margin of the fitting mask holds scalp and CSF signal
             # that the b0 shows and diffusion weighting suppresses, which biases the metric
-            (inputnode, align_shells, [("brain_mask", "fixed_image_masks"), ("dwiref", "fixed_image")]),
-            (shell_means, align_shells, [("out_files", "moving_image"), ("skip", "skip")]),
+            (inputnode, align_shells, [("brain_mask", "fixed_image_masks")]),
+            (shell_means, align_shells, [("fixed_files", "fixed_image"), ("out_files", "moving_image"),
+                                         ("skip", "skip")]),
             (shell_means, anchor_node, [("shells", "shells")]),
             (align_shells, anchor_node, [("forward_transforms", "shell_xforms")]),
         ]  # fmt: skip

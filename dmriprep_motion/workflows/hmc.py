@@ -67,8 +67,9 @@ _ANCHOR_DESC = {
     "auto": "After the last pass, the common position of each shell was tied to the b0 reference: "
     "by registering the shell's corrected mean to it (rigid, mutual information within the brain "
     "mask) for shells up "
-    f"to b={AUTO_MAX_BVAL:.0f} s/mm², and by setting the shell's median motion to zero for "
-    "higher shells. ",
+    f"to b={AUTO_MAX_BVAL:.0f} s/mm², and, for each higher shell, by registering its corrected "
+    "mean to that of the next lower shell and composing the two alignments (a single shell "
+    "above that b-value had its median motion set to zero instead). ",
     "none": "",
 }
 
@@ -143,7 +144,8 @@ def init_dwi_motion_wf(
         How the common position of each shell is tied to the b0 reference after
         the last pass: registration of the shell mean to the b0 reference (mutual
         information), its median motion is zero (robust, deterministic), ``auto``
-        (default: registration for shells up to b=1500, median above), or not at all.
+        (default: registration to the b0 reference for shells up to b=1500, to the next lower
+        shell above; the median for a lowest shell above b=1500), or not at all.
     tolerance : float
         Stop early (skip the registrations of later passes) once a pass changes
         no transform by more than this many mm (mean over the brain); 0 never.
