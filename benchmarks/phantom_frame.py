@@ -60,25 +60,29 @@ def phantoms(names: list[str]):
             yield name, sim.mni_phantom(resolution=float(name.split("-")[1]))
 
 
-def _noise_free(phantom, bval: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The noise-free b0, mean diffusion-weighted volume of one 30-direction shell, and brain points."""
+def _noise_free(phantom, bval: float, against: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The noise-free mean of shell ``against`` (0: the b0), mean diffusion-weighted volume of one
+    30-direction shell ``bval``, and brain points."""
     from dmriprep_motion.motion import mask_coordinates
     from dmriprep_motion.testing import simulate as sim
 
-    bvals, bvecs = sim.make_scheme(n_b0=1, shells={bval: 30}, seed=0)
+    shells = {bval: 30, **({against: 30} if against > 0 else {})}
+    bvals, bvecs = sim.make_scheme(n_b0=1, shells=shells, seed=0)
     series = sim.simulate_series(
         phantom, bvals=bvals, bvecs_ras=bvecs, params=np.zeros((len(bvals), 6)), snr=None
     )
-    dwi = series.data[..., bvals > 0].mean(axis=-1)
+    dwi = series.data[..., bvals == bval].mean(axis=-1)
+    other = series.data[..., bvals == against].mean(axis=-1)
     points = mask_coordinates(nb.Nifti1Image(phantom.mask.astype(np.uint8), phantom.affine))
-    return series.data[..., 0], dwi, points
+    return other, dwi, points
 
 
-def frame_offset(phantom, bval: float) -> dict:
-    """Register the noise-free b0 to the noise-free mean DWI of one shell; score against identity."""
+def frame_offset(phantom, bval: float, against: float = 0.0) -> dict:
+    """Register the noise-free b0 (or mean of shell ``against``) to the noise-free mean DWI of one
+    shell; score against identity."""
     from dmriprep_motion.motion import transform_errors
 
-    b0, dwi, points = _noise_free(phantom, bval)
+    b0, dwi, points = _noise_free(phantom, bval, against)
     matrix = ants_rigid(dwi, b0, phantom.mask, phantom.affine)
     errors = transform_errors(matrix[None], np.eye(4)[None], points)
     return {
@@ -133,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         "--known-shifts", action="store_true",
         help="score the aligner (on the grid and jittered) against known sub-voxel shifts instead",
     )  # fmt: skip
+    parser.add_argument(
+        "--against", type=float, default=0.0,
+        help="register the mean of this shell instead of the b0 (0) to each shell of --bvals",
+    )  # fmt: skip
     opts = parser.parse_args(argv)
     if opts.known_shifts:
         _print_known_shifts(opts)
@@ -142,10 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|")
     for name, phantom in phantoms(opts.phantoms):
         for bval in opts.bvals:
-            res = frame_offset(phantom, bval)
+            res = frame_offset(phantom, bval, opts.against)
             trans = ", ".join(f"{t:+.2f}" for t in res["translation"])
             cells = f"{res['mean']:.3f} | {res['max']:.3f} | {res['rot']:.3f} | {trans}"
-            print(f"| {name} | b={bval:.0f} | {cells} |", flush=True)
+            shell = f"b={bval:.0f}" + (f" vs b={opts.against:.0f}" if opts.against else "")
+            print(f"| {name} | {shell} | {cells} |", flush=True)
     return 0
 
 

@@ -74,6 +74,21 @@ def test_mni_phantom_frames_agree(tmp_path):
     assert res["mean"] < 0.1, res
 
 
+def test_frame_check_against_another_shell():
+    """``phantom_frame.py --against B``: the moving image is shell B's noise-free mean, not the b0
+    (the darker the higher the b-value), and on the MNI phantom the two shells agree."""
+    from dmriprep_motion.testing.simulate import mni_phantom
+
+    frame = _load("phantom_frame")
+    phantom = mni_phantom(resolution=4.0)
+    b0, _, _ = frame._noise_free(phantom, 2000.0)
+    low, high, points = frame._noise_free(phantom, 2000.0, against=1000.0)
+    brain = phantom.mask
+    assert b0[brain].mean() > 1.5 * low[brain].mean() > 1.5 * high[brain].mean() > 0
+    assert len(points) == brain.sum()
+    assert frame.frame_offset(phantom, 2000.0, against=1000.0)["mean"] < 0.1
+
+
 @pytest.mark.slow
 def test_aligned_b0_brings_the_real_phantom_frames_together():
     """Registering ds-xa30's b0 to its mean DWI before the fit shrinks the phantom's frame offset.

@@ -221,7 +221,8 @@ class AnchorShells(SimpleInterface):
         registration moved by 0.5-1 mm from pass to pass, and on the phantom re-synthesized
         from it, without motion or noise, it was off by 0.22 mm at b=1000 and 1.3 mm at
         b=3000 (``benchmarks/phantom_frame.py``); between neighbouring shells of that phantom
-        it was off by 0.15 mm (b=2000 to b=1000) and 0.09 mm (b=3000 to b=2000).  Before
+        it was off by 0.15 mm (b=2000 to b=1000) and 0.05 mm (b=3000 to b=2000,
+        ``phantom_frame.py --against``).  Before
         2026-12-04 shells above ``auto_max_bval`` took the median, which random motion of 20
         volumes leaves ~0.5 mm off (``benchmarks/README.md``).
     ``none``
