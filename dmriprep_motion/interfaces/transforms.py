@@ -223,8 +223,9 @@ class AnchorShells(SimpleInterface):
         b=3000 (``benchmarks/phantom_frame.py``); between neighbouring shells of that phantom
         it was off by 0.15 mm (b=2000 to b=1000) and 0.05 mm (b=3000 to b=2000,
         ``phantom_frame.py --against``).  Before
-        2026-12-04 shells above ``auto_max_bval`` took the median, which random motion of 20
-        volumes leaves ~0.5 mm off (``benchmarks/README.md``).
+        2026-12-04 shells above ``auto_max_bval`` took the median, which left them 0.66-1.12 mm
+        off on the benchmark's 3-shell MNI phantom with random motion (the chain: 0.07-0.30 mm;
+        ``benchmarks/README.md``).
     ``none``
         Transforms pass through (right when the target is the b0 itself).
 
