@@ -42,12 +42,17 @@ def _load(path: Path) -> np.ndarray:
     return np.asanyarray(nb.load(path).dataobj, dtype=np.float32)
 
 
-def anchor_variants(run: Path) -> dict[str, dict[int, np.ndarray]]:
-    """Per variant, the correction of each shell (label -> 4x4) of the run in folder ``run``."""
+def _last_pass(wf: Path) -> int:
+    return max(int(p.name[8:10]) for p in wf.glob("hmc_pass*_wf"))
+
+
+def anchor_variants(run: Path) -> dict:
+    """The last pass's transforms (``last``), shell labels (``labels``) and, per variant, the
+    correction of each shell (``variants``: name -> {label: 4x4}) of the run in folder ``run``."""
     from nipype.utils.filemanip import loadpkl
 
     from dmriprep_motion.gradients import shell_labels
-    from dmriprep_motion.interfaces.transforms import AUTO_MAX_BVAL, _median_correction
+    from dmriprep_motion.interfaces.transforms import _median_correction, anchor_targets
 
     wf = _workflow_dir(run)
     means_dir = wf / "shell_anchor_wf" / "shell_means"
@@ -59,11 +64,12 @@ def anchor_variants(run: Path) -> dict[str, dict[int, np.ndarray]]:
     last = np.load(pass_transform(wf, _last_pass(wf)))
     shells = range(1, labels.max() + 1)
     means = {label: _load(means_dir / f"shell{label:02d}_mean.nii") for label in shells}
-    high = [label for label in shells if np.median(bvals[labels == label]) > AUTO_MAX_BVAL and label > 1]
+    targets = anchor_targets([float(np.median(bvals[labels == label])) for label in shells], "auto")
+    high = [label for label, target in zip(shells, targets, strict=True) if target]  # chained ones
+    median = {label: _median_correction(last[labels == label], "Rigid") for label in high}
     variants = {}
     for tag, seeds in (("grid", ()), ("jittered", ALIGN_SEEDS)):
         lowest = ants_rigid(reference, means[1], mask, affine, seeds=seeds)
-        median = {label: _median_correction(last[labels == label], "Rigid") for label in high}
         variants[f"median above b=1500 ({tag})"] = {1: lowest, **median}
         chain, direct = {1: lowest}, {1: lowest}
         for label in high:
@@ -74,10 +80,6 @@ def anchor_variants(run: Path) -> dict[str, dict[int, np.ndarray]]:
         variants[f"chain ({tag})"] = chain
         variants[f"to the lowest shell ({tag})"] = direct
     return {"last": last, "labels": labels, "variants": variants}
-
-
-def _last_pass(wf: Path) -> int:
-    return max(int(p.name[8:10]) for p in wf.glob("hmc_pass*_wf"))
 
 
 def main(argv: list[str] | None = None) -> int:
