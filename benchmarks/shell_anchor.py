@@ -51,7 +51,7 @@ def anchor_variants(run: Path) -> dict:
     correction of each shell (``variants``: name -> {label: 4x4}) of the run in folder ``run``."""
     from nipype.utils.filemanip import loadpkl
 
-    from dmriprep_motion.gradients import shell_labels
+    from dmriprep_motion.gradients import shell_bvalues, shell_labels
     from dmriprep_motion.interfaces.transforms import _median_correction, anchor_targets
 
     wf = _workflow_dir(run)
@@ -64,7 +64,7 @@ def anchor_variants(run: Path) -> dict:
     last = np.load(pass_transform(wf, _last_pass(wf)))
     shells = range(1, labels.max() + 1)
     means = {label: _load(means_dir / f"shell{label:02d}_mean.nii") for label in shells}
-    targets = anchor_targets([float(np.median(bvals[labels == label])) for label in shells], "auto")
+    targets = anchor_targets(shell_bvalues(bvals), "auto")
     high = [label for label, target in zip(shells, targets, strict=True) if target]  # chained ones
     median = {label: _median_correction(last[labels == label], "Rigid") for label in high}
     variants = {}

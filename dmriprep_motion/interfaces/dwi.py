@@ -266,7 +266,7 @@ class ShellMeans(SimpleInterface):
     output_spec = _ShellMeansOutputSpec
 
     def _run_interface(self, runtime):
-        from dmriprep_motion.gradients import shell_labels
+        from dmriprep_motion.gradients import shell_bvalues, shell_labels
 
         img = nb.load(self.inputs.in_file)
         data = np.asanyarray(img.dataobj, dtype=np.float32)  # read once for every shell
@@ -282,7 +282,7 @@ class ShellMeans(SimpleInterface):
             mean = moved.mean(axis=-1, dtype=np.float64)
             out_files.append(save_like(mean, img, Path(runtime.cwd) / f"shell{label:02d}_mean.nii"))
             shells.append(int(label))
-        shell_bvals = [float(np.median(bvals[labels == label])) for label in shells]
+        shell_bvals = shell_bvalues(bvals, self.inputs.b0_threshold)
         targets = anchor_targets(shell_bvals, self.inputs.method, self.inputs.auto_max_bval)
         # a skipped registration still needs an existing fixed image: the reference
         images = [self.inputs.in_reference, *out_files]

@@ -17,6 +17,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from dmriprep_motion.gradients import shell_bvalues
 from dmriprep_motion.motion import (
     load_itk,
     mask_coordinates,
@@ -270,7 +271,7 @@ class AnchorShells(SimpleInterface):
                 for label, xfm in zip(self.inputs.shells, self.inputs.shell_xforms, strict=True)
                 if xfm  # a skipped registration (a shell not registered) returns none
             }
-        shell_bvals = [float(np.median(bvals[labels == label])) for label in range(1, labels.max() + 1)]
+        shell_bvals = shell_bvalues(bvals, self.inputs.b0_threshold)
         targets = anchor_targets(shell_bvals, method, self.inputs.auto_max_bval)
         corrections = {}
         for label, (bval, target) in enumerate(zip(shell_bvals, targets, strict=True), start=1):
