@@ -67,7 +67,8 @@ def anchor_targets(
         return [0] * len(shell_bvals)
     if method != "auto":
         return [None] * len(shell_bvals)
-    return [0 if bval <= max_bval else (label - 1 or None) for label, bval in enumerate(shell_bvals, start=1)]
+    lower = [None, *range(1, len(shell_bvals))]  # the next lower shell's label (none for shell 1)
+    return [0 if bval <= max_bval else below for bval, below in zip(shell_bvals, lower, strict=True)]
 
 
 class _ToRASInputSpec(BaseInterfaceInputSpec):
