@@ -72,9 +72,9 @@ def _noise_free(phantom, bval: float, against: float = 0.0) -> tuple[np.ndarray,
         phantom, bvals=bvals, bvecs_ras=bvecs, params=np.zeros((len(bvals), 6)), snr=None
     )
     dwi = series.data[..., bvals == bval].mean(axis=-1)
-    other = series.data[..., bvals == against].mean(axis=-1)
+    moving = series.data[..., bvals == against].mean(axis=-1)
     points = mask_coordinates(nb.Nifti1Image(phantom.mask.astype(np.uint8), phantom.affine))
-    return other, dwi, points
+    return moving, dwi, points
 
 
 def frame_offset(phantom, bval: float, against: float = 0.0) -> dict:
@@ -82,8 +82,8 @@ def frame_offset(phantom, bval: float, against: float = 0.0) -> dict:
     shell; score against identity."""
     from dmriprep_motion.motion import transform_errors
 
-    b0, dwi, points = _noise_free(phantom, bval, against)
-    matrix = ants_rigid(dwi, b0, phantom.mask, phantom.affine)
+    moving, dwi, points = _noise_free(phantom, bval, against)
+    matrix = ants_rigid(dwi, moving, phantom.mask, phantom.affine)
     errors = transform_errors(matrix[None], np.eye(4)[None], points)
     return {
         "mean": float(errors["mean_disp"][0]),
