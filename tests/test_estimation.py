@@ -138,11 +138,13 @@ def test_shell_means_pair_each_shell_with_its_registration_target(tmp_path):
     assert {"skip", "fixed_image", "moving_image"} <= set(align.iterfield)
 
 
-def test_similarity_moves_predictions_by_the_shell_anchor(tmp_path):
-    """The anchor moves a shell after its predictions were made; the similarity undoes that.
+def test_similarity_scores_each_volume_in_the_frame_of_its_transform(tmp_path):
+    """A volume that its last-pass transform puts onto its prediction scores ~1; b0s score
+    against the reference, in the frame of their own transforms too.
 
-    A volume that is exactly its prediction moved by the anchor's correction ``G`` scores ~1
-    once the prediction is moved by ``pred_xforms⁻¹ @ in_xforms`` (= ``G``), less without.
+    The original volume is the blob moved by ``G⁻¹`` (``vol(x) = blob(G⁻¹ x)``); resampled with
+    ``G`` it is the blob again, which is the prediction.  Scored as it was acquired (identity
+    transforms) it matches less.
     """
     from dmriprep_motion.interfaces.dwi import VolumeSimilarity
     from dmriprep_motion.motion import resample_volume
@@ -152,50 +154,47 @@ def test_similarity_moves_predictions_by_the_shell_anchor(tmp_path):
     blob += 0.5 * np.exp(-(((grid - np.array([6.0, 8.0, 12.0])[:, None, None, None]) / 2.0) ** 2).sum(0))
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
     gmat = matrix_from_params([1.2, -0.9, 0.6, 0.03, 0.0, 0.02])
-    moved = resample_volume(blob, affine, gmat, affine, blob.shape)  # moved(x) = blob(G x)
-    nb.Nifti1Image(np.stack([blob, moved], -1), affine).to_filename(tmp_path / "final.nii")
+    acquired = resample_volume(blob, affine, np.linalg.inv(gmat), affine, blob.shape)
+    b0_moved = resample_volume(blob, affine, gmat, affine, blob.shape)
+    nb.Nifti1Image(np.stack([b0_moved, acquired], -1), affine).to_filename(tmp_path / "orig.nii")
     nb.Nifti1Image(blob, affine).to_filename(tmp_path / "pred.nii")
     nb.Nifti1Image(np.ones(blob.shape, np.uint8), affine).to_filename(tmp_path / "mask.nii")
-    unanchored = np.tile(matrix_from_params([0.5, 0, 0, 0, 0, 0]), (2, 1, 1))
-    np.save(tmp_path / "before.npy", unanchored)
-    np.save(tmp_path / "after.npy", unanchored @ gmat)
+    np.save(tmp_path / "identity.npy", np.tile(np.eye(4), (2, 1, 1)))
+    np.save(tmp_path / "last.npy", np.stack([np.linalg.inv(gmat), gmat]))
     node = VolumeSimilarity(
-        in_file=str(tmp_path / "final.nii"), predictions=[str(tmp_path / "pred.nii")], dwi_indices=[1],
+        in_file=str(tmp_path / "orig.nii"), predictions=[str(tmp_path / "pred.nii")], dwi_indices=[1],
         reference=str(tmp_path / "pred.nii"), in_mask=str(tmp_path / "mask.nii"),
+        in_xforms=str(tmp_path / "identity.npy"),
     )  # fmt: skip
-    plain = node.run(cwd=str(tmp_path)).outputs.similarity[1]
-    node.inputs.pred_xforms = str(tmp_path / "before.npy")
-    node.inputs.in_xforms = str(tmp_path / "after.npy")
-    moved_back = node.run(cwd=str(tmp_path)).outputs.similarity[1]
-    assert plain < 0.99 < 0.999 < moved_back, (plain, moved_back)
+    as_acquired = node.run(cwd=str(tmp_path)).outputs.similarity
+    node.inputs.in_xforms = str(tmp_path / "last.npy")
+    corrected = node.run(cwd=str(tmp_path)).outputs.similarity
+    assert max(as_acquired) < 0.99 < 0.999 < min(corrected), (as_acquired, corrected)
 
 
-def test_similarity_moves_predictions_in_threads_as_in_series(tmp_path):
-    """Moving the predictions several at a time gives the same scores, volume for volume."""
+def test_similarity_resamples_in_threads_as_in_series(tmp_path):
+    """Resampling several volumes at a time gives the same scores, volume for volume."""
     from dmriprep_motion.interfaces.dwi import VolumeSimilarity
 
     rng = np.random.default_rng(5)
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
     data = rng.random((16, 16, 12, 5)).astype(np.float32)
-    nb.Nifti1Image(data, affine).to_filename(tmp_path / "final.nii")
+    nb.Nifti1Image(data, affine).to_filename(tmp_path / "orig.nii")
     nb.Nifti1Image(np.ones(data.shape[:3], np.uint8), affine).to_filename(tmp_path / "mask.nii")
     preds = []
     for idx in range(1, 5):
         preds.append(str(tmp_path / f"pred{idx}.nii"))
         nb.Nifti1Image(data[..., idx] + 0.2 * rng.random(data.shape[:3]), affine).to_filename(preds[-1])
-    before = np.tile(np.eye(4), (5, 1, 1))
-    after = np.stack([np.eye(4)] + [matrix_from_params(p) for p in rng.normal(0, 0.5, (4, 6))])
-    after[2] = np.eye(4)  # not moved: scored without resampling
-    np.save(tmp_path / "before.npy", before)
-    np.save(tmp_path / "after.npy", after)
+    xforms = np.stack([np.eye(4)] + [matrix_from_params(p) for p in rng.normal(0, 0.5, (4, 6))])
+    xforms[2] = np.eye(4)  # not moved: scored without resampling
+    np.save(tmp_path / "last.npy", xforms)
     inputs = {
-        "in_file": str(tmp_path / "final.nii"),
+        "in_file": str(tmp_path / "orig.nii"),
+        "in_xforms": str(tmp_path / "last.npy"),
         "predictions": preds,
         "dwi_indices": [1, 2, 3, 4],
         "reference": str(tmp_path / "pred1.nii"),
         "in_mask": str(tmp_path / "mask.nii"),
-        "pred_xforms": str(tmp_path / "before.npy"),
-        "in_xforms": str(tmp_path / "after.npy"),
     }
     scores = [
         VolumeSimilarity(**inputs, num_threads=threads).run(cwd=str(tmp_path)).outputs.similarity
@@ -205,7 +204,7 @@ def test_similarity_moves_predictions_in_threads_as_in_series(tmp_path):
 
 
 def test_similarity_reads_a_compressed_series_once(tmp_path, monkeypatch):
-    """The corrected series is a .nii.gz: never sliced volume by volume (each slice re-inflates it)."""
+    """A .nii.gz series is never sliced volume by volume (each slice re-inflates it)."""
     from nibabel.arrayproxy import ArrayProxy
 
     from dmriprep_motion.interfaces.dwi import VolumeSimilarity
@@ -213,7 +212,8 @@ def test_similarity_reads_a_compressed_series_once(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     data = rng.random((10, 10, 8, 5)).astype(np.float32)
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    nb.Nifti1Image(data, affine).to_filename(tmp_path / "final.nii.gz")
+    nb.Nifti1Image(data, affine).to_filename(tmp_path / "orig.nii.gz")
+    np.save(tmp_path / "identity.npy", np.tile(np.eye(4), (5, 1, 1)))
     preds = []
     for idx in (1, 2, 3, 4):
         preds.append(str(tmp_path / f"pred{idx}.nii"))
@@ -230,14 +230,28 @@ def test_similarity_reads_a_compressed_series_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ArrayProxy, "__getitem__", counting)
     out = VolumeSimilarity(
-        in_file=str(tmp_path / "final.nii.gz"), predictions=preds, dwi_indices=[1, 2, 3, 4],
-        reference=str(tmp_path / "ref.nii"), in_mask=str(tmp_path / "mask.nii"),
+        in_file=str(tmp_path / "orig.nii.gz"), in_xforms=str(tmp_path / "identity.npy"), predictions=preds,
+        dwi_indices=[1, 2, 3, 4], reference=str(tmp_path / "ref.nii"), in_mask=str(tmp_path / "mask.nii"),
     ).run(cwd=str(tmp_path)).outputs.similarity  # fmt: skip
     assert slices == []
     assert out[0] == pytest.approx(1.0)  # the b0 against itself (the reference)
     for idx, pred in zip((1, 2, 3, 4), preds, strict=True):
         expected = np.corrcoef(data[..., idx].ravel(), nb.load(pred).get_fdata().ravel())[0, 1]
         assert out[idx] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("anchor", "threads"), [("auto", 1), ("registration", 1), ("median", 2), ("none", 2)]
+)
+def test_similarity_runs_next_to_the_anchor_registration(anchor, threads):
+    """Scored from the last pass, not the written series; one thread beside a registered anchor."""
+    from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
+
+    wf = init_dwi_motion_wf(model="dti", passes=2, anchor=anchor, series_nthreads=2)
+    node = wf.get_node("similarity")
+    assert node.n_procs == node.inputs.num_threads == threads
+    sources = {edge[0].name for edge in wf._graph.in_edges(node)}
+    assert "final" not in sources and "hmc_pass02_wf" in sources
 
 
 def test_convergence_check():

@@ -326,7 +326,7 @@ HEAVY = {
     "hmc_pass*_wf.moved": 2, "hmc_pass*_wf.predict": 2, "hmc_pass*_wf.outliers": 1,
     "hmc_pass*_wf.register": None,
     "shell_anchor_wf.shell_means": 2, "shell_anchor_wf.align_shells": None,
-    "*_motion_wf.final": 2, "*_motion_wf.similarity": 1,
+    "*_motion_wf.final": 2, "*_motion_wf.similarity": 2,
     "*_reports_wf.averages": 2, "*_reports_wf.volumes": 3,
 }  # fmt: skip
 #: LIGHT: nodes that only hold transforms, file lists, tables or a few 3D images, whatever
@@ -387,10 +387,11 @@ def test_every_node_carries_resource_hints(tmp_path, tiny_bids, passes):
         if HEAVY[pattern] is not None:
             assert node.mem_gb == pytest.approx(HEAVY[pattern] * series_gb), node.fullname
         # ANTs threads = omp_nthreads, reserved by MultiProc; whole-series resampling uses
-        # series_nthreads; the other nodes use one thread.
-        series = type(node.interface).__name__ in ("ResampleSeries", "ShellMeans", "VolumeSimilarity")
+        # series_nthreads, but the similarity one thread next to the (default) registered shell
+        # anchor; the other nodes use one thread.
+        series = type(node.interface).__name__ in ("ResampleSeries", "ShellMeans")
         assert node.n_procs == (3 if ants else 2 if series else 1), node.fullname
-        if ants or series:
+        if ants or series or type(node.interface).__name__ == "VolumeSimilarity":
             assert node.inputs.num_threads == node.n_procs
     assert set(seen) == set(HEAVY) | set(LIGHT)  # every listed node exists (tables not stale)
     for per_pass in ("hmc_pass*_wf.register", "hmc_pass*_wf.predict"):

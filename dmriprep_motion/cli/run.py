@@ -236,6 +236,7 @@ def _run(opts) -> int:
     from dmriprep_motion.bids import InputError, collect_runs, init_output_dir
     from dmriprep_motion.engine import worker_threads
     from dmriprep_motion.models import ModelError
+    from dmriprep_motion.validation import InputValidation
 
     # resolve(): "..", and symlinks, must not hide that the output is inside the input.
     bids_dir = opts.bids_dir.expanduser().resolve()
@@ -254,6 +255,9 @@ def _run(opts) -> int:
             LOGGER.error("the %s directory is not a directory: %s", what, folder)
             return EXIT_USAGE
     LOGGER.info("dmriprep-motion %s", __version__)
+    # The validator runs in the background while the dataset is indexed; its verdict is
+    # awaited before anything else (an invalid dataset still exits with 16, having written nothing).
+    validation = InputValidation(bids_dir, skip=opts.skip_bids_validation)
     try:
         runs = collect_runs(
             bids_dir,
@@ -262,7 +266,7 @@ def _run(opts) -> int:
             filter_file=opts.bids_filter_file,
             b0_threshold=opts.b0_threshold,
         )
-        _validate_bids(bids_dir, opts.skip_bids_validation)
+        validation.check()
         plugin, plugin_args = _plugin(opts)
         configure_nipype(work_dir, opts.verbose)
         _log_ants()
@@ -274,6 +278,8 @@ def _run(opts) -> int:
     except ModelError as err:
         LOGGER.error("%s", err)
         return EXIT_USAGE
+    finally:
+        validation.stop()  # when collecting the runs failed first
 
     try:
         citation = _write_boilerplate(workflow, output_dir)
@@ -323,15 +329,6 @@ def _write_reports_after_failure(runs, output_dir: Path, work_dir: Path) -> None
         write_subject_reports(runs, output_dir, work_dir)
     except Exception as err:  # noqa: BLE001 - the processing error is the one to report
         LOGGER.warning("could not write the report after the failure: %s", err)
-
-
-def _validate_bids(bids_dir: Path, skip: bool) -> None:
-    """Run bids-validator-deno on the input when installed (unless skipped)."""
-    if skip:
-        return
-    from dmriprep_motion.validation import validate_input
-
-    validate_input(bids_dir)
 
 
 def _build(opts, runs, bids_dir: Path, output_dir: Path, work_dir: Path):

@@ -242,11 +242,14 @@ def init_dwi_motion_wf(
         mem_gb=2 * mem_gb,
         n_procs=series_nthreads,
     )
+    # Scores each volume in the last pass's frame: with a registered shell anchor, it runs on
+    # the core that the anchor's single-threaded registration leaves free, not after ``final``.
+    sim_threads = 1 if shell_anchor in ("auto", "registration") else series_nthreads
     similarity = pe.Node(
-        VolumeSimilarity(num_threads=series_nthreads),
+        VolumeSimilarity(num_threads=sim_threads),
         name="similarity",
-        mem_gb=mem_gb,
-        n_procs=series_nthreads,
+        mem_gb=2 * mem_gb,  # the series read once, and resampled
+        n_procs=sim_threads,
     )
     confounds = pe.Node(
         MotionConfounds(transform=transform, outlier_threshold=outlier_threshold, b0_threshold=b0_threshold),
@@ -299,9 +302,6 @@ def init_dwi_motion_wf(
                                      ("outputnode.dwiref", "inputnode.dwiref"),
                                      ("outputnode.brain_mask", "inputnode.brain_mask")]),
             (last, written, [("outputnode.out_ras", "inputnode.in_ras")]),
-            # the predictions were made before the shells were anchored: move them likewise
-            (last, similarity, [("outputnode.out_ras", "pred_xforms")]),
-            (written, similarity, [("outputnode.out_ras", "in_xforms")]),
         ]  # fmt: skip
 
     # fmt: off
@@ -310,8 +310,8 @@ def init_dwi_motion_wf(
                                    ("in_bvec", "inputnode.in_bvec"), ("in_mask", "inputnode.in_mask")]),
         (reference_wf, final, [("outputnode.dwi_file", "in_file"), ("outputnode.in_bvec", "in_bvec")]),
         (written, final, [("outputnode.out_ras", "in_xforms")]),
-        (final, similarity, [("out_file", "in_file")]),
-        (last, similarity, [("outputnode.predictions", "predictions")]),
+        (reference_wf, similarity, [("outputnode.dwi_file", "in_file")]),
+        (last, similarity, [("outputnode.out_ras", "in_xforms"), ("outputnode.predictions", "predictions")]),
         (reference_wf, similarity, [("outputnode.dwi_indices", "dwi_indices"),
                                     ("outputnode.dwiref", "reference"),
                                     ("outputnode.brain_mask", "in_mask")]),
