@@ -275,6 +275,7 @@ def resample_volume(
     ref_shape: tuple[int, int, int],
     *,
     order: int = 3,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Resample a 3D volume onto a reference grid through ``out(x) = vol(T x)``.
 
@@ -286,6 +287,9 @@ def resample_volume(
         Reference-to-moved RAS+ transform.
     order : int
         Spline order (3 for the final, single interpolation).
+    mask : boolean 3D array on the reference grid, optional
+        Interpolate only these voxels (0 elsewhere): the same values there as without a
+        mask, at the cost of the mask's voxels instead of the whole grid's.
 
     Returns
     -------
@@ -293,16 +297,16 @@ def resample_volume(
     to zero (diffusion signals are magnitudes).
     """
     vox = np.linalg.inv(affine) @ np.asarray(xform_ras, dtype=float) @ ref_affine
-    out = ndi.affine_transform(
-        np.asarray(data, dtype=np.float32),
-        vox[:3, :3],
-        offset=vox[:3, 3],
-        output_shape=tuple(ref_shape),
-        order=order,
-        mode="constant",
-        cval=0.0,
-        prefilter=order > 1,
-    )
+    options = {"order": order, "mode": "constant", "cval": 0.0, "prefilter": order > 1}
+    data = np.asarray(data, dtype=np.float32)
+    if mask is None:
+        shape = tuple(ref_shape)
+        out = ndi.affine_transform(data, vox[:3, :3], offset=vox[:3, 3], output_shape=shape, **options)
+    else:
+        out = np.zeros(tuple(ref_shape), dtype=np.float32)
+        where = np.nonzero(mask)
+        coords = vox[:3, :3] @ np.array(where, dtype=float) + vox[:3, 3:]
+        out[where] = ndi.map_coordinates(data, coords, **options)
     return np.clip(out, 0.0, None).astype(np.float32)
 
 
@@ -331,13 +335,15 @@ def resample_volumes(
     order: int = 3,
     n_threads: int = 1,
     indices: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Resample volumes of a 4D array, each with its own transform (same grid out).
 
     ``xforms_ras`` holds one transform per volume of ``data``; with ``indices``,
     only those volumes are resampled and returned (in that order).  Volumes whose
     transform is the identity are copied, not interpolated (interpolating them on
-    their own grid changes nothing but the time taken).  SciPy's interpolation
+    their own grid changes nothing but the time taken).  With ``mask``, only its voxels
+    are filled (0 elsewhere; see :func:`resample_volume`).  SciPy's interpolation
     releases the GIL, so ``n_threads`` volumes are resampled at once.
     """
     shape = data.shape[:3]
@@ -348,10 +354,11 @@ def resample_volumes(
     def one(position: int) -> None:
         index = selected[position]
         if is_identity(xforms[index]):
-            out[..., position] = np.clip(data[..., index], 0.0, None)
+            copied = np.clip(data[..., index], 0.0, None)
+            out[..., position] = copied if mask is None else np.where(mask, copied, 0.0)
         else:
             out[..., position] = resample_volume(
-                data[..., index], affine, xforms[index], affine, shape, order=order
+                data[..., index], affine, xforms[index], affine, shape, order=order, mask=mask
             )
 
     thread_map(one, range(selected.size), n_threads=n_threads)
@@ -359,7 +366,12 @@ def resample_volumes(
 
 
 def resample_series(
-    img: nb.spatialimages.SpatialImage, xforms_ras: np.ndarray, *, order: int = 3, n_threads: int = 1
+    img: nb.spatialimages.SpatialImage,
+    xforms_ras: np.ndarray,
+    *,
+    order: int = 3,
+    n_threads: int = 1,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Resample every volume of a 4D image with its own transform (see :func:`resample_volumes`).
 
@@ -367,7 +379,7 @@ def resample_series(
     decompress it from the start each time).
     """
     data = np.asanyarray(img.dataobj, dtype=np.float32)
-    return resample_volumes(data, img.affine, xforms_ras, order=order, n_threads=n_threads)
+    return resample_volumes(data, img.affine, xforms_ras, order=order, n_threads=n_threads, mask=mask)
 
 
 def similarity(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:

@@ -138,6 +138,29 @@ def test_shell_means_pair_each_shell_with_its_registration_target(tmp_path):
     assert {"skip", "fixed_image", "moving_image"} <= set(align.iterfield)
 
 
+def test_shell_means_write_the_series_they_average(tmp_path):
+    """The resampled series written for the similarity is the one the shell means average."""
+    from dmriprep_motion.interfaces.dwi import ShellMeans
+    from dmriprep_motion.motion import resample_series
+
+    rng = np.random.default_rng(11)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    img = nb.Nifti1Image(rng.random((12, 12, 10, 5)).astype(np.float32), affine)
+    img.to_filename(tmp_path / "dwi.nii")
+    nb.Nifti1Image(np.ones((12, 12, 10), np.float32), affine).to_filename(tmp_path / "ref.nii")
+    xforms = np.stack([np.eye(4)] + [matrix_from_params(p) for p in rng.normal(0, 0.5, (4, 6))])
+    np.save(tmp_path / "x.npy", xforms)
+    (tmp_path / "b.bval").write_text("0 1000 3000 1000 3000")
+    out = ShellMeans(
+        in_file=str(tmp_path / "dwi.nii"), in_xforms=str(tmp_path / "x.npy"),
+        in_bval=str(tmp_path / "b.bval"), in_reference=str(tmp_path / "ref.nii"), num_threads=2,
+    ).run(cwd=str(tmp_path)).outputs  # fmt: skip
+    series = nb.load(out.out_series).get_fdata(dtype=np.float32)
+    assert np.array_equal(series, resample_series(img, xforms))
+    for mean_file, members in zip(out.out_files, ([1, 3], [2, 4]), strict=True):
+        assert np.allclose(nb.load(mean_file).get_fdata(), series[..., members].mean(-1), atol=1e-6)
+
+
 def test_similarity_scores_each_volume_in_the_frame_of_its_transform(tmp_path):
     """A volume that its last-pass transform puts onto its prediction scores ~1; b0s score
     against the reference, in the frame of their own transforms too.
@@ -146,8 +169,10 @@ def test_similarity_scores_each_volume_in_the_frame_of_its_transform(tmp_path):
     ``G`` it is the blob again, which is the prediction.  Scored as it was acquired (identity
     transforms) it matches less.
     """
+    from nipype.interfaces.base import Undefined
+
     from dmriprep_motion.interfaces.dwi import VolumeSimilarity
-    from dmriprep_motion.motion import resample_volume
+    from dmriprep_motion.motion import resample_series, resample_volume
 
     grid = np.mgrid[:24, :24, :20].astype(np.float32)
     blob = np.exp(-(((grid - np.array([11.0, 12.5, 9.0])[:, None, None, None]) / 4.0) ** 2).sum(0))
@@ -170,6 +195,12 @@ def test_similarity_scores_each_volume_in_the_frame_of_its_transform(tmp_path):
     node.inputs.in_xforms = str(tmp_path / "last.npy")
     corrected = node.run(cwd=str(tmp_path)).outputs.similarity
     assert max(as_acquired) < 0.99 < 0.999 < min(corrected), (as_acquired, corrected)
+    # without in_xforms, the series given is already in that frame (the shell means' copy)
+    resampled = resample_series(nb.load(tmp_path / "orig.nii"), np.load(tmp_path / "last.npy"))
+    nb.Nifti1Image(resampled, affine).to_filename(tmp_path / "resampled.nii")
+    node = VolumeSimilarity(**{**node.inputs.get_traitsfree(), "in_file": str(tmp_path / "resampled.nii")})
+    node.inputs.in_xforms = Undefined
+    assert node.run(cwd=str(tmp_path)).outputs.similarity == corrected
 
 
 def test_similarity_resamples_in_threads_as_in_series(tmp_path):
@@ -250,8 +281,12 @@ def test_similarity_runs_next_to_the_anchor_registration(anchor, threads):
     wf = init_dwi_motion_wf(model="dti", passes=2, anchor=anchor, series_nthreads=2)
     node = wf.get_node("similarity")
     assert node.n_procs == node.inputs.num_threads == threads
-    sources = {edge[0].name for edge in wf._graph.in_edges(node)}
-    assert "final" not in sources and "hmc_pass02_wf" in sources
+    sources = {edge[0].name: edge[2]["connect"] for edge in wf._graph.in_edges(node, data=True)}
+    assert "final" not in sources and ("outputnode.predictions", "predictions") in sources["hmc_pass02_wf"]
+    if threads == 1:  # the series the anchor resampled, in the last pass's frame
+        assert sources["shell_anchor_wf"] == [("outputnode.pass_series", "in_file")]
+    else:  # resampled here
+        assert ("outputnode.out_ras", "in_xforms") in sources["hmc_pass02_wf"]
 
 
 def test_convergence_check():

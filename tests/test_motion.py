@@ -112,6 +112,55 @@ def test_resample_series_threads_identity_and_subset():
     assert np.array_equal(subset, serial[..., [4, 1]])
 
 
+def test_resample_series_in_a_mask_gives_the_same_voxels():
+    """Its voxels keep their values (bytes, not approximately); the rest is 0."""
+
+    rng = np.random.default_rng(8)
+    affine = np.array([[2.0, 0.1, 0, -10], [0, 2.0, 0, -9], [0, 0, 2.5, -8], [0, 0, 0, 1]])
+    data = rng.uniform(-0.1, 1.0, size=(14, 12, 10, 4)).astype(np.float32)
+    img = nb.Nifti1Image(data, affine)
+    xforms = np.stack([np.eye(4)] + [matrix_from_params([0.7 * k, -0.4, 0.3, 0.02 * k, 0.01, -0.03])
+                                     for k in range(1, 4)])  # fmt: skip
+    mask = np.zeros(data.shape[:3], bool)
+    mask[2:11, 3:10, 1:9] = rng.random((9, 7, 8)) > 0.3
+    full = resample_series(img, xforms)
+    masked = resample_series(img, xforms, mask=mask, n_threads=2)
+    assert np.array_equal(masked[mask], full[mask]) and not masked[~mask].any()
+    assert masked[mask].any()
+
+
+def test_resample_node_with_a_mask(tmp_path):
+    """Between the passes only the fitting mask is resampled (the models read nothing else):
+    the same voxels there, 0 elsewhere, the same rotated b-vectors."""
+    from dmriprep_motion.data import registration_preset
+    from dmriprep_motion.interfaces.dwi import ResampleSeries
+    from dmriprep_motion.workflows.passes import init_hmc_pass_wf
+
+    rng = np.random.default_rng(9)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    nb.Nifti1Image(rng.random((10, 10, 8, 3)).astype(np.float32), affine).to_filename(tmp_path / "dwi.nii")
+    mask = np.zeros((10, 10, 8), np.uint8)
+    mask[2:8, 2:8, 2:6] = 1
+    nb.Nifti1Image(mask, affine).to_filename(tmp_path / "mask.nii")
+    xforms = np.stack([np.eye(4), matrix_from_params([1.0, 0, 0, 0, 0, 0.1]), np.eye(4)])
+    np.save(tmp_path / "x.npy", xforms)
+    np.savetxt(tmp_path / "b.bvec", np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]], float))
+    inputs = {"in_file": str(tmp_path / "dwi.nii"), "in_xforms": str(tmp_path / "x.npy"),
+              "in_bvec": str(tmp_path / "b.bvec")}  # fmt: skip
+    (tmp_path / "full").mkdir()
+    (tmp_path / "masked").mkdir()
+    full = ResampleSeries(**inputs).run(cwd=str(tmp_path / "full")).outputs
+    node = ResampleSeries(**inputs, in_mask=str(tmp_path / "mask.nii"))
+    masked = node.run(cwd=str(tmp_path / "masked")).outputs
+    a, b = nb.load(full.out_file).get_fdata(), nb.load(masked.out_file).get_fdata()
+    inside = mask.astype(bool)
+    assert np.array_equal(a[inside], b[inside]) and not b[~inside].any()
+    assert np.array_equal(np.loadtxt(full.out_bvec), np.loadtxt(masked.out_bvec))
+    wf = init_hmc_pass_wf(pass_index=2, model="dti", settings=registration_preset("dwi", "Rigid", False))
+    links = wf._graph.get_edge_data(wf.get_node("inputnode"), wf.get_node("moved"))["connect"]
+    assert ("reg_mask", "in_mask") in links
+
+
 def test_interpolate_transforms_is_geodesic():
     from dmriprep_motion.motion import interpolate_transforms
 

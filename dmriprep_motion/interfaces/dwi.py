@@ -189,6 +189,7 @@ class _ResampleInputSpec(BaseInterfaceInputSpec):
     order = traits.Int(3, usedefault=True, desc="spline order")
     compress = traits.Bool(False, usedefault=True, desc="write .nii.gz")
     num_threads = traits.Int(1, usedefault=True, desc="volumes resampled at once")
+    in_mask = File(exists=True, desc="resample only these voxels (0 elsewhere)")
 
 
 class _ResampleOutputSpec(TraitedSpec):
@@ -205,7 +206,12 @@ class ResampleSeries(SimpleInterface):
     def _run_interface(self, runtime):
         img = nb.load(self.inputs.in_file)
         xforms = np.load(self.inputs.in_xforms)
-        data = resample_series(img, xforms, order=self.inputs.order, n_threads=self.inputs.num_threads)
+        mask = None
+        if isdefined(self.inputs.in_mask):
+            mask = np.asanyarray(nb.load(self.inputs.in_mask).dataobj) > 0
+        data = resample_series(
+            img, xforms, order=self.inputs.order, n_threads=self.inputs.num_threads, mask=mask
+        )
         ext = ".nii.gz" if self.inputs.compress else ".nii"
         out_file = save_like(
             data, img, Path(runtime.cwd) / f"resampled{ext}", n_threads=self.inputs.num_threads
@@ -238,13 +244,16 @@ class _ShellMeansOutputSpec(TraitedSpec):
         File(exists=True), desc="per shell, the image its mean is registered to (b0 reference or lower shell)"
     )
     skip = traits.List(traits.Bool, desc="per shell, whether its registration is skipped (median anchor)")
+    out_series = File(exists=True, desc="every volume resampled with its transform (not anchored)")
 
 
 class ShellMeans(SimpleInterface):
     """Average the corrected diffusion-weighted volumes of each shell (to anchor the shells).
 
     Each mean is paired with its registration target (:func:`~dmriprep_motion.interfaces.
-    transforms.anchor_targets`): the b0 reference, or the mean of a lower shell.
+    transforms.anchor_targets`): the b0 reference, or the mean of a lower shell.  The whole
+    series resampled with the transforms is written too (uncompressed): the similarity of
+    each volume to its prediction is scored on it while the shells are registered.
     """
 
     input_spec = _ShellMeansInputSpec
@@ -258,13 +267,12 @@ class ShellMeans(SimpleInterface):
         xforms = np.load(self.inputs.in_xforms)
         bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
         labels = shell_labels(bvals, self.inputs.b0_threshold)
+        moved = resample_volumes(data, img.affine, xforms, n_threads=self.inputs.num_threads)
+        del data
+        out_series = save_like(moved, img, Path(runtime.cwd) / "series.nii")
         out_files, shells = [], []
         for label in range(1, labels.max() + 1):
-            members = np.flatnonzero(labels == label)
-            moved = resample_volumes(
-                data, img.affine, xforms, indices=members, n_threads=self.inputs.num_threads
-            )
-            mean = moved.mean(axis=-1, dtype=np.float64)
+            mean = moved[..., labels == label].mean(axis=-1, dtype=np.float64)
             out_files.append(save_like(mean, img, Path(runtime.cwd) / f"shell{label:02d}_mean.nii"))
             shells.append(int(label))
         shell_bvals = shell_bvalues(bvals, self.inputs.b0_threshold)
@@ -276,6 +284,7 @@ class ShellMeans(SimpleInterface):
             shells=shells,
             fixed_files=[images[target or 0] for target in targets],
             skip=[target is None for target in targets],
+            out_series=out_series,
         )
         return runtime
 
@@ -383,10 +392,10 @@ def compute_brain_mask(b0: np.ndarray) -> np.ndarray:
 
 
 class _SimilarityInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="original 4D series")
-    in_xforms = File(
-        exists=True, mandatory=True, desc="(N, 4, 4) RAS+ transforms of the last pass (not anchored)"
+    in_file = File(
+        exists=True, mandatory=True, desc="original 4D series, or already resampled (without in_xforms)"
     )
+    in_xforms = File(exists=True, desc="(N, 4, 4) RAS+ transforms of the last pass (not anchored)")
     predictions = InputMultiObject(File(exists=True), mandatory=True, desc="last-pass predictions")
     dwi_indices = traits.List(traits.Int, mandatory=True, desc="volumes the predictions belong to")
     reference = File(exists=True, mandatory=True, desc="b0 reference (compared with b0 volumes)")
@@ -401,11 +410,12 @@ class _SimilarityOutputSpec(TraitedSpec):
 class VolumeSimilarity(SimpleInterface):
     """Correlation, inside the brain, of each corrected volume with what it was registered to.
 
-    Each volume is resampled with its transform of the last pass, the frame its prediction
-    was made in, and compared with that prediction (b0 volumes with the b0 reference).  The
+    Each volume is compared, in the frame of its last-pass transform (the frame its
+    prediction was made in), with that prediction (b0 volumes with the b0 reference).  The
     shell anchor, applied after the last pass, moves a volume and its prediction alike, so the
-    score does not wait for it: this node runs while the anchor registers (one thread), not
-    after the corrected series is written.
+    score does not wait for it.  With ``in_xforms``, the original series is resampled here;
+    without, ``in_file`` is that series already resampled (by the anchor's shell means, while
+    the anchor registers).
     """
 
     input_spec = _SimilarityInputSpec
@@ -413,8 +423,11 @@ class VolumeSimilarity(SimpleInterface):
 
     def _run_interface(self, runtime):
         src = nb.load(self.inputs.in_file)
-        xforms = np.load(self.inputs.in_xforms)
-        data = resample_series(src, xforms, order=3, n_threads=self.inputs.num_threads)
+        if isdefined(self.inputs.in_xforms):
+            xforms = np.load(self.inputs.in_xforms)
+            data = resample_series(src, xforms, order=3, n_threads=self.inputs.num_threads)
+        else:  # read once (slicing a .nii.gz volume by volume re-inflates it each time)
+            data = np.asanyarray(src.dataobj, dtype=np.float32)
         img = nb.Nifti1Image(data, src.affine, src.header)
         mask = np.asanyarray(nb.load(self.inputs.in_mask).dataobj) > 0
         ref = np.asanyarray(nb.load(self.inputs.reference).dataobj, dtype=np.float32)

@@ -14,6 +14,8 @@ from dmriprep_motion.workflows.registration import init_registration_node
 
 ANCHOR_INPUTS = ["dwi_file", "in_bval", "in_ras", "dwiref", "brain_mask"]
 ANCHOR_OUTPUTS = ["out_xforms", "out_ras", "out_itk", "shell_corrections"]
+#: With a registered anchor: the series resampled with the last pass's transforms (by ``shell_means``).
+SERIES_OUTPUT = "pass_series"
 
 
 def init_shell_anchor_wf(
@@ -73,12 +75,13 @@ def init_shell_anchor_wf(
     out_ras : .npy (N, 4, 4) RAS+ transforms
     out_itk : all transforms in one ITK text file
     shell_corrections : per shell, the mean displacement of its correction (mm)
+    pass_series : with ``registration`` or ``auto``, the series resampled with ``in_ras``
     """
     if anchor not in ("auto", "registration", "median"):
         raise ValueError(f"anchor must be auto, registration or median (got {anchor!r})")
     workflow = Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=ANCHOR_INPUTS), name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(fields=ANCHOR_OUTPUTS), name="outputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=[*ANCHOR_OUTPUTS, SERIES_OUTPUT]), name="outputnode")
     anchor_node = pe.Node(
         AnchorShells(b0_threshold=b0_threshold, method=anchor, transform=transform), name="anchor"
     )
@@ -113,6 +116,7 @@ def init_shell_anchor_wf(
             (shell_means, align_shells, [("fixed_files", "fixed_image"), ("out_files", "moving_image"),
                                          ("skip", "skip")]),
             (shell_means, anchor_node, [("shells", "shells")]),
+            (shell_means, outputnode, [("out_series", SERIES_OUTPUT)]),
             (align_shells, anchor_node, [("forward_transforms", "shell_xforms")]),
         ]  # fmt: skip
     workflow.connect(connections)

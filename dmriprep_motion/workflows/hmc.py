@@ -14,7 +14,7 @@ from dmriprep_motion.interfaces.dwi import ResampleSeries, VolumeSimilarity
 from dmriprep_motion.interfaces.transforms import AUTO_MAX_BVAL
 from dmriprep_motion.models import MODEL_NAMES
 from dmriprep_motion.outliers import MIN_GROUP
-from dmriprep_motion.workflows.anchor import init_shell_anchor_wf
+from dmriprep_motion.workflows.anchor import SERIES_OUTPUT, init_shell_anchor_wf
 from dmriprep_motion.workflows.passes import PASS_INPUTS, init_hmc_pass_wf
 from dmriprep_motion.workflows.reference import init_dwi_reference_wf
 
@@ -242,9 +242,11 @@ def init_dwi_motion_wf(
         mem_gb=2 * mem_gb,
         n_procs=series_nthreads,
     )
-    # Scores each volume in the last pass's frame: with a registered shell anchor, it runs on
-    # the core that the anchor's single-threaded registration leaves free, not after ``final``.
-    sim_threads = 1 if shell_anchor in ("auto", "registration") else series_nthreads
+    # Scores each volume in the last pass's frame.  A registered shell anchor resamples the
+    # series in that frame for its shell means: the similarity reads it and runs while the
+    # anchor registers (one thread), instead of after ``final``.
+    registered_anchor = shell_anchor in ("auto", "registration")
+    sim_threads = 1 if registered_anchor else series_nthreads
     similarity = pe.Node(
         VolumeSimilarity(num_threads=sim_threads),
         name="similarity",
@@ -303,6 +305,13 @@ def init_dwi_motion_wf(
                                      ("outputnode.brain_mask", "inputnode.brain_mask")]),
             (last, written, [("outputnode.out_ras", "inputnode.in_ras")]),
         ]  # fmt: skip
+    if registered_anchor:
+        connections.append((written, similarity, [(f"outputnode.{SERIES_OUTPUT}", "in_file")]))
+    else:
+        connections += [
+            (reference_wf, similarity, [("outputnode.dwi_file", "in_file")]),
+            (last, similarity, [("outputnode.out_ras", "in_xforms")]),
+        ]
 
     # fmt: off
     workflow.connect(connections + [
@@ -310,8 +319,7 @@ def init_dwi_motion_wf(
                                    ("in_bvec", "inputnode.in_bvec"), ("in_mask", "inputnode.in_mask")]),
         (reference_wf, final, [("outputnode.dwi_file", "in_file"), ("outputnode.in_bvec", "in_bvec")]),
         (written, final, [("outputnode.out_ras", "in_xforms")]),
-        (reference_wf, similarity, [("outputnode.dwi_file", "in_file")]),
-        (last, similarity, [("outputnode.out_ras", "in_xforms"), ("outputnode.predictions", "predictions")]),
+        (last, similarity, [("outputnode.predictions", "predictions")]),
         (reference_wf, similarity, [("outputnode.dwi_indices", "dwi_indices"),
                                     ("outputnode.dwiref", "reference"),
                                     ("outputnode.brain_mask", "in_mask")]),

@@ -134,7 +134,9 @@ def init_hmc_pass_wf(
 
     # fmt: off
     workflow.connect([
-        (inputnode, moved, [("dwi_file", "in_file"), ("init_ras", "in_xforms"), ("in_bvec", "in_bvec")]),
+        # the models read the fitting mask's voxels only (so do the outliers, in the brain mask)
+        (inputnode, moved, [("dwi_file", "in_file"), ("init_ras", "in_xforms"), ("in_bvec", "in_bvec"),
+                            ("reg_mask", "in_mask")]),
         (inputnode, predict, [("in_bval", "in_bval"), ("reg_mask", "in_mask"), ("dwi_indices", "target")]),
         (moved, predict, [("out_file", "in_file"), ("out_bvec", "in_bvec")]),
         (inputnode, select_moving, [("volumes", "inlist"), ("dwi_indices", "indices")]),
