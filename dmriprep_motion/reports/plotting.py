@@ -20,6 +20,13 @@ AXIS_COLORS = {"x": "#d62728", "y": "#2ca02c", "z": "#1f77b4"}
 OUTLIER_COLOR = "#c00000"
 #: Height (px) of the caption band above the panels of every frame of :func:`volumes_gif`.
 GIF_HEADER = 42
+#: The animation's palette: GIF_GRAYS gray levels, then white, yellow and red for the captions.
+GIF_GRAYS = 128
+GIF_WHITE, GIF_YELLOW, GIF_RED = GIF_GRAYS, GIF_GRAYS + 1, GIF_GRAYS + 2
+_GIF_PALETTE = [
+    *(c for g in range(GIF_GRAYS) for c in (round(g * 255 / (GIF_GRAYS - 1)),) * 3),
+    *(255, 255, 255, 255, 220, 0, 255, 80, 80),
+]
 
 
 def _pyplot():
@@ -438,15 +445,20 @@ def volumes_gif(
             rows.append(np.concatenate([_resize(p, row, zooms, scale) for p in panels], axis=1))
         width = max(r.shape[1] for r in rows)
         body = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]))) for r in rows], axis=0)
-        canvas = Image.new("RGB", (body.shape[1], body.shape[0] + GIF_HEADER), "black")
-        canvas.paste(Image.fromarray(body).convert("RGB"), (0, GIF_HEADER))
+        # Palette images from the start: gray v is entry round(v × 127 / 255); the captions are
+        # drawn with the palette's own colours.  (An adaptive palette per frame, computed from
+        # an RGB canvas, took 18 ms a frame, half the animation's time.)
+        levels = ((body.astype(np.uint16) * (GIF_GRAYS - 1) + 127) // 255).astype(np.uint8)
+        indices = np.ascontiguousarray(np.pad(levels, ((GIF_HEADER, 0), (0, 0))))
+        canvas = Image.frombytes("P", (indices.shape[1], indices.shape[0]), indices.tobytes())
+        canvas.putpalette(_GIF_PALETTE)
         draw = ImageDraw.Draw(canvas)
         panel_w = body.shape[1] // 3
         for col, title in enumerate(titles):
-            draw.text((col * panel_w + 6, 4), title, fill="white", font=font)
+            draw.text((col * panel_w + 6, 4), title, fill=GIF_WHITE, font=font)
         caption = f"volume {idx}  b={bvals[idx]:g}" + ("  OUTLIER" if flags[idx] else "")
-        draw.text((6, 22), caption, fill=(255, 80, 80) if flags[idx] else (255, 220, 0), font=font)
-        frames.append(canvas.convert("P", palette=Image.Palette.ADAPTIVE, colors=128))
+        draw.text((6, 22), caption, fill=GIF_RED if flags[idx] else GIF_YELLOW, font=font)
+        frames.append(canvas)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0, optimize=False)
