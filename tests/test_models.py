@@ -268,3 +268,38 @@ def test_masked_series_is_data_indexed_by_mask(tmp_path, kind):
     got = masked_series(img, mask)
     assert got.dtype == np.float32 and got.shape == (mask.sum(), 5)
     np.testing.assert_array_equal(got, np.asanyarray(img.dataobj, dtype=np.float32)[mask])
+
+
+def test_a_worker_reads_the_series_once_per_pass(tmp_path, monkeypatch):
+    """The predictions of a pass share one read of the series, read-only; a rewritten file or
+    another mask is read again; a series above the cap is not kept."""
+    import os
+
+    from dmriprep_motion.interfaces import models as imodels
+    from dmriprep_motion.interfaces.models import masked_series
+
+    rng = np.random.default_rng(4)
+    mask = rng.random((8, 7, 6)) > 0.3
+    nb.Nifti1Image(mask.astype(np.uint8), np.eye(4)).to_filename(tmp_path / "mask.nii")
+    nb.Nifti1Image(rng.random((8, 7, 6, 5)).astype(np.float32), np.eye(4)).to_filename(tmp_path / "dwi.nii")
+    reads = []
+    monkeypatch.setattr(imodels, "masked_series", lambda img, m: reads.append(1) or masked_series(img, m))
+    files = (str(tmp_path / "dwi.nii"), str(tmp_path / "mask.nii"))
+    first = imodels.load_masked_series(*files)
+    second = imodels.load_masked_series(*files)
+    assert len(reads) == 1 and second[1] is first[1]
+    np.testing.assert_array_equal(first[0], mask)
+    np.testing.assert_array_equal(first[1], masked_series(nb.load(files[0]), mask))
+    with pytest.raises(ValueError, match="read-only"):
+        first[1][0, 0] = 1.0
+    # the next pass writes another series at the same path: read again
+    nb.Nifti1Image(rng.random((8, 7, 6, 5)).astype(np.float32), np.eye(4)).to_filename(files[0])
+    stat = os.stat(files[0])
+    os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1000))
+    third = imodels.load_masked_series(*files)
+    assert len(reads) == 2 and not np.array_equal(third[1], first[1])
+    monkeypatch.setattr(imodels, "CACHE_MAX_BYTES", 10)
+    imodels._CACHE.clear()
+    imodels.load_masked_series(*files)
+    imodels.load_masked_series(*files)
+    assert len(reads) == 4 and not imodels._CACHE

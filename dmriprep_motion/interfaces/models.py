@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nb
@@ -17,6 +18,10 @@ from nipype.interfaces.base import (
 
 from dmriprep_motion.interfaces.dwi import save_like
 from dmriprep_motion.models import MODEL_NAMES, get_model
+
+#: Largest masked series (bytes) that a worker process keeps for its next prediction.
+CACHE_MAX_BYTES = 256 * 2**20
+_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def masked_series(img: nb.Nifti1Image, mask: np.ndarray) -> np.ndarray:
@@ -35,6 +40,31 @@ def masked_series(img: nb.Nifti1Image, mask: np.ndarray) -> np.ndarray:
     rows[order] = np.arange(order.size)  # where each mask voxel lands among the sorted ones
     in_file_order = data.reshape(-1, n_volumes, order="F")[position[order]]
     return np.take(in_file_order, rows, axis=0).astype(np.float32, copy=False)
+
+
+def load_masked_series(in_file: str, in_mask: str) -> tuple[np.ndarray, np.ndarray]:
+    """The mask and the (V, N) signal of its voxels (:func:`masked_series`), read-only.
+
+    Every prediction of a pass reads the same series: a worker process keeps the last one
+    it read (at most :data:`CACHE_MAX_BYTES`), keyed by both files' paths, sizes and
+    modification times, so it reads it once per pass instead of once per volume (120 volumes
+    of 72×72×39: about 35 ms of each prediction's 94 ms).
+    """
+    key = tuple(
+        (str(Path(f).resolve()), stat.st_size, stat.st_mtime_ns)
+        for f in (in_file, in_mask)
+        for stat in (os.stat(f),)
+    )
+    if key not in _CACHE:
+        _CACHE.clear()
+        mask = np.asanyarray(nb.load(in_mask).dataobj) > 0
+        data = masked_series(nb.load(in_file), mask)
+        for array in (mask, data):
+            array.setflags(write=False)  # shared by the predictions that follow
+        if data.nbytes > CACHE_MAX_BYTES:
+            return mask, data
+        _CACHE[key] = (mask, data)
+    return _CACHE[key]
 
 
 class _PredictInputSpec(BaseInterfaceInputSpec):
@@ -61,8 +91,7 @@ class PredictVolume(SimpleInterface):
 
     def _run_interface(self, runtime):
         img = nb.load(self.inputs.in_file)
-        mask = np.asanyarray(nb.load(self.inputs.in_mask).dataobj) > 0
-        data = masked_series(img, mask)
+        mask, data = load_masked_series(self.inputs.in_file, self.inputs.in_mask)
         bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
         bvecs = np.loadtxt(self.inputs.in_bvec, ndmin=2).T
         train = np.ones(bvals.size, dtype=bool)
