@@ -14,6 +14,8 @@ from dmriprep_motion.workflows.registration import init_registration_node
 
 ANCHOR_INPUTS = ["dwi_file", "in_bval", "in_ras", "dwiref", "brain_mask"]
 ANCHOR_OUTPUTS = ["out_xforms", "out_ras", "out_itk", "shell_corrections"]
+#: Anchors that register the shells' means (``shell_means`` and ``align_shells`` exist).
+REGISTERED_ANCHORS = ("registration", "auto")
 #: With a registered anchor: the series resampled with the last pass's transforms (by ``shell_means``).
 SERIES_OUTPUT = "pass_series"
 
@@ -89,7 +91,7 @@ def init_shell_anchor_wf(
         (inputnode, anchor_node, [("in_ras", "in_ras"), ("in_bval", "in_bval"), ("brain_mask", "in_mask")]),
         (anchor_node, outputnode, [(f, f) for f in ANCHOR_OUTPUTS]),
     ]
-    if anchor in ("registration", "auto"):
+    if anchor in REGISTERED_ANCHORS:
         if anchor_settings is None:
             raise ValueError(f"anchor={anchor!r} needs anchor_settings")
         # each shell's mean with its registration target (the b0 reference or, with --anchor

@@ -14,7 +14,7 @@ from dmriprep_motion.interfaces.dwi import ResampleSeries, VolumeSimilarity
 from dmriprep_motion.interfaces.transforms import AUTO_MAX_BVAL
 from dmriprep_motion.models import MODEL_NAMES
 from dmriprep_motion.outliers import MIN_GROUP
-from dmriprep_motion.workflows.anchor import SERIES_OUTPUT, init_shell_anchor_wf
+from dmriprep_motion.workflows.anchor import REGISTERED_ANCHORS, SERIES_OUTPUT, init_shell_anchor_wf
 from dmriprep_motion.workflows.passes import PASS_INPUTS, init_hmc_pass_wf
 from dmriprep_motion.workflows.reference import init_dwi_reference_wf
 
@@ -245,7 +245,7 @@ def init_dwi_motion_wf(
     # Scores each volume in the last pass's frame.  A registered shell anchor resamples the
     # series in that frame for its shell means: the similarity reads it and runs while the
     # anchor registers (one thread), instead of after ``final``.
-    registered_anchor = shell_anchor in ("auto", "registration")
+    registered_anchor = shell_anchor in REGISTERED_ANCHORS
     sim_threads = 1 if registered_anchor else series_nthreads
     similarity = pe.Node(
         VolumeSimilarity(num_threads=sim_threads),
