@@ -299,11 +299,11 @@ def resample_volume(
     vox = np.linalg.inv(affine) @ np.asarray(xform_ras, dtype=float) @ ref_affine
     options = {"order": order, "mode": "constant", "cval": 0.0, "prefilter": order > 1}
     data = np.asarray(data, dtype=np.float32)
+    shape = tuple(ref_shape)
     if mask is None:
-        shape = tuple(ref_shape)
         out = ndi.affine_transform(data, vox[:3, :3], offset=vox[:3, 3], output_shape=shape, **options)
     else:
-        out = np.zeros(tuple(ref_shape), dtype=np.float32)
+        out = np.zeros(shape, dtype=np.float32)
         where = np.nonzero(mask)
         coords = vox[:3, :3] @ np.array(where, dtype=float) + vox[:3, 3:]
         out[where] = ndi.map_coordinates(data, coords, **options)
