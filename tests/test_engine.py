@@ -146,6 +146,35 @@ def test_no_full_garbage_collection_per_round(tmp_path, monkeypatch, plugin):
     assert multiproc.gc is gc
 
 
+def _command_runner_collector(value: float) -> str:
+    """What Nipype's command-line runner calls to collect garbage, in the worker."""
+    from nipype.utils import subprocess
+
+    return subprocess.gc.__name__
+
+
+def test_workers_collect_young_generation_after_commands(tmp_path):
+    """Nipype collects every generation after each command-line program (each ANTs run,
+    14 ms in a worker); the wakeful plugin's workers collect the youngest one, and the module
+    is left as it was."""
+    import gc
+
+    from nipype.utils import subprocess
+
+    wf = pe.Workflow(name="collector", base_dir=str(tmp_path))
+    probe = pe.MapNode(
+        niu.Function(function=_command_runner_collector, input_names=["value"], output_names=["name"]),
+        iterfield=["value"],
+        name="probe",
+    )
+    probe.inputs.value = [0.0, 0.0]
+    wf.add_nodes([probe])
+    graph = wf.run(plugin=WakefulMultiProcPlugin(plugin_args={"n_procs": 2}))
+    (node,) = graph.nodes()
+    assert node.result.outputs.name == ["_YoungCollections"] * 2
+    assert subprocess.gc is gc
+
+
 def _blas_threads() -> tuple[list[int], str | None]:
     """Threads of every BLAS library loaded in this process, and OPENBLAS_NUM_THREADS."""
     import os

@@ -327,7 +327,7 @@ HEAVY = {
     "hmc_pass*_wf.register": None,
     "shell_anchor_wf.shell_means": 2, "shell_anchor_wf.align_shells": None,
     "*_motion_wf.final": 2, "*_motion_wf.similarity": 2,
-    "*_reports_wf.averages": 2, "*_reports_wf.volumes": 3,
+    "*_reports_wf.averages_orig": 1, "*_reports_wf.averages_corrected": 1, "*_reports_wf.volumes": 3,
 }  # fmt: skip
 #: LIGHT: nodes that only hold transforms, file lists, tables or a few 3D images, whatever
 #: the size of the series. They keep Nipype's defaults (0.2 GB, one process), hence the

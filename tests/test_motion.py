@@ -110,6 +110,8 @@ def test_resample_series_threads_identity_and_subset():
     subset = resample_volumes(data, affine, xforms, indices=[4, 1], n_threads=2)
     assert subset.shape == (*data.shape[:3], 2)
     assert np.array_equal(subset, serial[..., [4, 1]])
+    # each volume is one contiguous block (NIfTI's order: written without a transposed copy)
+    assert serial.flags.f_contiguous and subset.flags.f_contiguous
 
 
 def test_resample_series_in_a_mask_gives_the_same_voxels():

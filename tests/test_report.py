@@ -258,6 +258,27 @@ def test_flicker_and_animation(tmp_path):
         assert img.info.get("loop") == 0
 
 
+def test_averages_of_one_series(tmp_path):
+    """The flicker reportlets' averages: one node per series, each with the mean of its
+    diffusion-weighted volumes and of its b0s (float32, on the series's grid)."""
+    import nibabel as nb
+
+    from dmriprep_motion.interfaces.reports import AverageImages
+
+    rng = np.random.default_rng(4)
+    affine = np.diag([2.0, 2.0, 2.5, 1.0])
+    data = rng.random((6, 7, 5, 5)).astype(np.float32)
+    nb.Nifti1Image(data, affine).to_filename(tmp_path / "dwi.nii")
+    np.savetxt(tmp_path / "dwi.bval", [[0, 1000, 5, 1000, 2000]], fmt="%g")
+    res = AverageImages(in_file=str(tmp_path / "dwi.nii"), in_bval=str(tmp_path / "dwi.bval")).run(
+        cwd=str(tmp_path)
+    )
+    for key, index in (("dwi_mean", [1, 3, 4]), ("b0_mean", [0, 2])):
+        img = nb.load(getattr(res.outputs, key))
+        assert np.allclose(img.affine, affine) and img.get_data_dtype() == np.float32
+        assert np.allclose(img.get_fdata(), data[..., index].mean(axis=-1), atol=1e-6)
+
+
 def test_local_references_rejects_remote_resources(tmp_path):
     page = tmp_path / "p.html"
     page.write_text('<a href="https://example.org">x</a><img src="./a/b.svg"><a href="#top">t</a>')

@@ -243,39 +243,36 @@ class FlickerPlot(SimpleInterface):
 
 
 class _AveragesInputSpec(BaseInterfaceInputSpec):
-    dwi_orig = File(exists=True, mandatory=True, desc="original series")
-    dwi_file = File(exists=True, mandatory=True, desc="corrected series")
+    in_file = File(exists=True, mandatory=True, desc="4D series (original or corrected)")
     in_bval = File(exists=True, mandatory=True, desc="b-values")
     b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
 
 
 class _AveragesOutputSpec(TraitedSpec):
-    avgdwi_before = File(exists=True, desc="average diffusion-weighted volume before correction")
-    avgdwi_after = File(exists=True, desc="average diffusion-weighted volume after correction")
-    b0_before = File(exists=True, desc="average of the original b0 volumes (not aligned)")
+    dwi_mean = File(exists=True, desc="average diffusion-weighted volume")
+    b0_mean = File(exists=True, desc="average b0 volume (the volumes as they are, not aligned)")
 
 
 class AverageImages(SimpleInterface):
-    """Averages of the series before and after correction, for the flicker reportlets."""
+    """Averages of one series's diffusion-weighted and b0 volumes, for the flicker reportlets.
+
+    One node per series: the original series's averages (and the b0 flicker that needs no
+    other) are ready long before the corrected series is.
+    """
 
     input_spec = _AveragesInputSpec
     output_spec = _AveragesOutputSpec
 
     def _run_interface(self, runtime):
         bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
-        weighted = np.flatnonzero(bvals > self.inputs.b0_threshold)
-        b0s = np.flatnonzero(bvals <= self.inputs.b0_threshold)
-        cwd = Path(runtime.cwd)
-        images = {"orig": nb.load(self.inputs.dwi_orig), "corrected": nb.load(self.inputs.dwi_file)}
-        data = {k: np.asanyarray(img.dataobj, dtype=np.float32) for k, img in images.items()}
-        for key, source, index in (
-            ("avgdwi_before", "orig", weighted),
-            ("avgdwi_after", "corrected", weighted),
-            ("b0_before", "orig", b0s),
+        img = nb.load(self.inputs.in_file)
+        data = np.asanyarray(img.dataobj, dtype=np.float32)
+        for key, index in (
+            ("dwi_mean", np.flatnonzero(bvals > self.inputs.b0_threshold)),
+            ("b0_mean", np.flatnonzero(bvals <= self.inputs.b0_threshold)),
         ):
-            img = images[source]
-            mean = data[source][..., index].mean(axis=-1)
-            self._results[key] = save_like(mean, img, cwd / f"{key}.nii.gz")
+            mean = data[..., index].mean(axis=-1)
+            self._results[key] = save_like(mean, img, Path(runtime.cwd) / f"{key}.nii.gz")
         return runtime
 
 

@@ -132,7 +132,10 @@ def init_dwi_reports_wf(
     motion = pe.Node(MotionPlot(**thresholds), name="motion")
     convergence = pe.Node(ConvergencePlot(), name="convergence")
     similarity = pe.Node(SimilarityPlot(**thresholds), name="similarity")
-    averages = pe.Node(AverageImages(b0_threshold=b0_threshold), name="averages", mem_gb=2 * mem_gb)
+    # the original series's averages (and the b0 flicker) need not wait for the correction
+    averages_orig = pe.Node(AverageImages(b0_threshold=b0_threshold), name="averages_orig", mem_gb=mem_gb)
+    averages_corrected = pe.Node(AverageImages(b0_threshold=b0_threshold), name="averages_corrected",
+                                 mem_gb=mem_gb)  # fmt: skip
     avgdwi = pe.Node(FlickerPlot(before_label="original", after_label="corrected"), name="avgdwi")
     b0ref = pe.Node(FlickerPlot(before_label="b0 average (not aligned)", after_label="b0 reference"),
                     name="b0ref")  # fmt: skip
@@ -166,10 +169,12 @@ def init_dwi_reports_wf(
         (inputnode, motion, [("confounds", "in_confounds")]),
         (inputnode, convergence, [("pass_volume_changes", "changes")]),
         (inputnode, similarity, [("confounds", "in_confounds")]),
-        (inputnode, averages, [("dwi_orig", "dwi_orig"), ("dwi_file", "dwi_file"), ("in_bval", "in_bval")]),
-        (averages, avgdwi, [("avgdwi_before", "before"), ("avgdwi_after", "after")]),
+        (inputnode, averages_orig, [("dwi_orig", "in_file"), ("in_bval", "in_bval")]),
+        (inputnode, averages_corrected, [("dwi_file", "in_file"), ("in_bval", "in_bval")]),
+        (averages_orig, avgdwi, [("dwi_mean", "before")]),
+        (averages_corrected, avgdwi, [("dwi_mean", "after")]),
         (inputnode, avgdwi, [("brain_mask", "in_mask")]),
-        (averages, b0ref, [("b0_before", "before")]),
+        (averages_orig, b0ref, [("b0_mean", "before")]),
         (inputnode, b0ref, [("dwiref", "after"), ("brain_mask", "in_mask")]),
         (inputnode, volumes, [("dwi_orig", "dwi_orig"), ("dwi_file", "dwi_file"),
                               ("predictions", "predictions"), ("dwi_indices", "dwi_indices"),
