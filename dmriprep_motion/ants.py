@@ -5,7 +5,10 @@ Debian ships no ANTs, so dmriprep_motion installs a console script called
 entry point compiled into antspyx (``ants.lib.antsRegistration(argv)``).  Only
 the compiled extension is loaded (about 30 ms), not the ``ants`` Python package
 (about 2 s), so Nipype's :class:`~nipype.interfaces.ants.Registration` runs it
-unchanged, once per volume, at little cost.
+unchanged, once per volume, at little cost.  For the same reason the console script
+imports nothing but :mod:`os`, :mod:`sys` and the import machinery (``shutil``,
+``subprocess`` and ``pathlib`` cost 25 ms more, a tenth of a quick registration's
+start-up); :func:`describe_ants` imports what it needs when called.
 
 Which ANTs runs
 ---------------
@@ -26,16 +29,15 @@ The pipeline logs the backend, the executable and the ANTs version at start-up
 from __future__ import annotations
 
 import importlib.machinery
-import importlib.util
 import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 from types import ModuleType
 
 ENV_BACKEND = "DMRIPREP_MOTION_ANTS"
 _MARKER = b"dmriprep_motion.ants"
+_NAME = "antsRegistration"
+#: ``executable --version`` by (executable, (mtime, size), backend, PATH)
+_VERSIONS: dict[tuple, str] = {}
 
 
 def _is_our_script(path: str | os.PathLike) -> bool:
@@ -48,13 +50,23 @@ def _is_our_script(path: str | os.PathLike) -> bool:
     return _MARKER in head
 
 
+def _which_in(folder: str) -> str | None:
+    """``shutil.which("antsRegistration", path=folder)``, without importing :mod:`shutil`."""
+    if os.name == "nt":  # executable extensions (PATHEXT)
+        import shutil
+
+        return shutil.which(_NAME, path=folder)
+    candidate = os.path.join(folder, _NAME)
+    return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
+
+
 def find_system_ants(path: str | None = None) -> str | None:
     """Return the first real ``antsRegistration`` on ``PATH`` (not our shim)."""
     search = os.environ.get("PATH", "") if path is None else path
     for folder in search.split(os.pathsep):
         if not folder:
             continue
-        candidate = shutil.which("antsRegistration", path=folder)
+        candidate = _which_in(folder)
         if candidate and not _is_our_script(candidate):
             return candidate
     return None
@@ -62,16 +74,26 @@ def find_system_ants(path: str | None = None) -> str | None:
 
 def load_ants_library() -> ModuleType:
     """Load antspyx's compiled extension without importing the ``ants`` package."""
-    spec = importlib.util.find_spec("ants")
+    # sys.path's finder (importlib.util, with the meta path's other finders, costs 5 ms more)
+    spec = importlib.machinery.PathFinder.find_spec("ants")
+    if spec is None:
+        from importlib.util import find_spec
+
+        spec = find_spec("ants")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("antspyx is not installed (no 'ants' package found)")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    candidates = sorted(folder.glob("lib.*.so")) + sorted(folder.glob("lib.*.pyd"))
+    folder = next(iter(spec.submodule_search_locations))
+    names = os.listdir(folder)
+    candidates = [
+        os.path.join(folder, name)
+        for suffix in (".so", ".pyd")
+        for name in sorted(names)
+        if name.startswith("lib.") and name.endswith(suffix)
+    ]
     if not candidates:
         raise ImportError(f"antspyx's compiled library was not found in {folder}")
-    loader = importlib.machinery.ExtensionFileLoader("ants.lib", str(candidates[0]))
-    libspec = importlib.util.spec_from_file_location("ants.lib", str(candidates[0]), loader=loader)
-    module = importlib.util.module_from_spec(libspec)
+    loader = importlib.machinery.ExtensionFileLoader("ants.lib", candidates[0])
+    module = loader.create_module(importlib.machinery.ModuleSpec("ants.lib", loader, origin=candidates[0]))
     loader.exec_module(module)
     return module
 
@@ -100,7 +122,9 @@ def describe_ants() -> dict[str, str]:
         ``executable`` (what ``PATH`` resolves), ``backend`` (``antspyx`` or
         ``system``), ``runs`` (the program that does the work) and ``version``.
     """
-    executable = shutil.which("antsRegistration") or ""
+    import shutil
+
+    executable = shutil.which(_NAME) or ""
     info = {"executable": executable, "backend": "missing", "runs": "", "version": "unknown"}
     if not executable:
         return info
@@ -116,16 +140,40 @@ def describe_ants() -> dict[str, str]:
         info["backend"] = "system"
         info["runs"] = executable
     try:
-        out = subprocess.run(
-            [executable, "--version"], capture_output=True, text=True, timeout=60, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
+        stat = os.stat(executable)
+    except OSError:
+        return info
+    out = _version_output(
+        executable,
+        (stat.st_mtime_ns, stat.st_size),
+        os.environ.get(ENV_BACKEND, ""),
+        os.environ.get("PATH", ""),
+    )
     for line in out.splitlines():
         if "Version" in line:
             info["version"] = line.split(":", 1)[-1].strip()
             break
     return info
+
+
+def _version_output(executable: str, stamp: tuple[int, int], backend: str, path: str) -> str:
+    """``executable --version`` (about 0.1 s), once per executable file, backend and ``PATH``.
+
+    :func:`describe_ants` is called at start-up and again by the report's summary and
+    provenance; ``stamp`` (mtime, size), ``backend`` and ``path`` are in the cache key, so a
+    replaced executable or another choice of ANTs is asked again.
+    """
+    import subprocess
+
+    key = (executable, stamp, backend, path)
+    if key not in _VERSIONS:
+        try:
+            _VERSIONS[key] = subprocess.run(
+                [executable, "--version"], capture_output=True, text=True, timeout=60, check=False
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return _VERSIONS[key]
 
 
 def main(argv: list[str] | None = None) -> int:

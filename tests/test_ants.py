@@ -75,6 +75,23 @@ def test_describe_reports_backend(monkeypatch, tmp_path):
     assert info["backend"] == "antspyx" and info["version"].startswith("v2.")
 
 
+def test_describe_asks_each_executable_once(monkeypatch, tmp_path):
+    """The version is asked once per executable (start-up, report summary and provenance all
+    describe ANTs); a replaced executable is asked again."""
+    fake = _fake_ants(tmp_path / "bin")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(fake.parent), "/usr/bin", "/bin"]))
+    calls = []
+    run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: (calls.append(cmd), run(cmd, **kw))[1])
+    assert ants.describe_ants()["version"] == "9.9.9-fake"
+    assert ants.describe_ants()["version"] == "9.9.9-fake"
+    assert len(calls) == 1
+    fake.write_text("#!/bin/sh\necho 'ANTs Version: 9.9.10-fake'\n")
+    os.utime(fake, ns=(fake.stat().st_atime_ns, fake.stat().st_mtime_ns + 10**9))
+    assert ants.describe_ants()["version"] == "9.9.10-fake"
+    assert len(calls) == 2
+
+
 def test_system_backend_without_ants_fails(monkeypatch):
     ours = str(Path(shutil.which("antsRegistration")).parent)
     monkeypatch.setenv("PATH", os.pathsep.join([ours, "/usr/bin", "/bin"]))

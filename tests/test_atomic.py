@@ -127,3 +127,29 @@ def test_subject_report_is_atomic(tmp_path, monkeypatch):
     page = write_subject_report("03", [], out)
     assert page == out / "sub-03.html" and "</html>" in page.read_text()
     assert _leftovers(out) == []
+
+
+def test_citation_html_renders_in_the_background(tmp_path, monkeypatch, caplog):
+    """The command starts pandoc before the workflow runs; the reports take its result
+    instead of rendering the boilerplate again."""
+    import logging
+
+    from dmriprep_motion.reports import assemble
+
+    _fake_pandoc(tmp_path, monkeypatch, fail=False)
+    logs = tmp_path / "out" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "CITATION.md").write_text("Methods.\n")
+    future = assemble.start_citation_html(tmp_path / "out")
+    assert future.result(timeout=60) == logs / "CITATION.html"
+    assert (logs / "CITATION.html").read_text() == "<html>whole</html>"
+
+    def render_again(output_dir):
+        raise AssertionError("rendered twice")
+
+    monkeypatch.setattr(assemble, "write_citation_html", render_again)
+    monkeypatch.setattr(assemble, "write_subject_report", lambda subject, runs, out: out / "r.html")
+    caplog.set_level(logging.INFO, logger="dmriprep_motion")
+    written = assemble.write_subject_reports({"01": []}, tmp_path / "out", tmp_path, citation_html=future)
+    assert written == [tmp_path / "out" / "r.html"]
+    assert "methods boilerplate rendered to HTML with pandoc" in caplog.text

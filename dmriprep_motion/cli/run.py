@@ -302,7 +302,10 @@ def _run(opts) -> int:
         json.dumps(plugin_args),
         work_dir,
     )
+    from dmriprep_motion.reports.assemble import start_citation_html, write_subject_reports
+
     start = time.monotonic()
+    citation_html = start_citation_html(output_dir)  # pandoc, while the workflow runs
     plugin_args = {**plugin_args, "status_callback": _Progress()}
     try:
         with worker_threads(opts.omp_nthreads):  # BLAS of every worker: --omp-nthreads
@@ -310,23 +313,22 @@ def _run(opts) -> int:
     except Exception as err:  # noqa: BLE001 - Nipype reports failures as RuntimeError with crash files
         logs = ", ".join(str(output_dir / f"sub-{s}" / "log") for s in runs)
         LOGGER.error("processing failed (%s); crash reports in %s", str(err).splitlines()[0], logs)
-        _write_reports_after_failure(runs, output_dir, work_dir)
+        _write_reports_after_failure(runs, output_dir, work_dir, citation_html)
         return EXIT_FAILURE
     finally:
         gc.unfreeze()  # frozen by the status callback
-    from dmriprep_motion.reports.assemble import write_subject_reports
-
-    write_subject_reports(runs, output_dir, work_dir)
+        citation_html.exception()  # never leave pandoc running (its own errors are logged)
+    write_subject_reports(runs, output_dir, work_dir, citation_html=citation_html)
     LOGGER.info("finished in %.1f s; derivatives in %s", time.monotonic() - start, output_dir)
     return EXIT_OK
 
 
-def _write_reports_after_failure(runs, output_dir: Path, work_dir: Path) -> None:
+def _write_reports_after_failure(runs, output_dir: Path, work_dir: Path, citation_html=None) -> None:
     """Assemble whatever reportlets exist, so the report lists the crash files."""
     from dmriprep_motion.reports.assemble import write_subject_reports
 
     try:
-        write_subject_reports(runs, output_dir, work_dir)
+        write_subject_reports(runs, output_dir, work_dir, citation_html=citation_html)
     except Exception as err:  # noqa: BLE001 - the processing error is the one to report
         LOGGER.warning("could not write the report after the failure: %s", err)
 

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -30,6 +31,7 @@ LOGGER = logging.getLogger("dmriprep_motion")
 
 __all__ = [
     "read_confounds",
+    "start_citation_html",
     "write_subject_reports",
     "write_subject_report",
     "local_references",
@@ -57,6 +59,18 @@ def write_citation_html(output_dir: Path) -> Path | None:
         LOGGER.warning("pandoc could not render the methods boilerplate to HTML: %s", err)
         return None
     return out
+
+
+def start_citation_html(output_dir: Path) -> Future:
+    """Run :func:`write_citation_html` in a background thread; its future.
+
+    pandoc takes about 0.2 s, which the command spends while the workflow runs instead of
+    after it; :func:`write_subject_reports` waits for the result.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pandoc")
+    future = pool.submit(write_citation_html, output_dir)
+    pool.shutdown(wait=False)
+    return future
 
 
 def provenance(subject: str, runs: list[DWIRun], output_dir: Path) -> dict:
@@ -142,7 +156,9 @@ def unique_anchors(sections: list) -> dict[str, str]:
     return renamed
 
 
-def write_subject_reports(runs: dict[str, list[DWIRun]], output_dir: Path, work_dir: Path) -> list[Path]:
+def write_subject_reports(
+    runs: dict[str, list[DWIRun]], output_dir: Path, work_dir: Path, *, citation_html: Future | None = None
+) -> list[Path]:
     """Write ``sub-<label>.html`` for every processed participant.
 
     Parameters
@@ -153,9 +169,12 @@ def write_subject_reports(runs: dict[str, list[DWIRun]], output_dir: Path, work_
         Derivatives root (reportlets are in ``sub-<label>/figures/``).
     work_dir : path
         Nipype working directory (unused: everything the report shows is in ``output_dir``).
+    citation_html : Future, optional
+        The methods boilerplate's rendering, started earlier (:func:`start_citation_html`);
+        without it, the boilerplate is rendered here.
     """
     del work_dir
-    if write_citation_html(output_dir):
+    if citation_html.result() if citation_html is not None else write_citation_html(output_dir):
         LOGGER.info("methods boilerplate rendered to HTML with pandoc")
     written = []
     for subject, subject_runs in runs.items():
