@@ -28,6 +28,17 @@ def test_library_loads_without_importing_ants_package():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_console_script_imports_little():
+    """Each registration starts the console script: it must not import the modules that
+    took 30 ms more than its 50 ms start-up (a registration of the later passes: ~0.4 s)."""
+    code = (
+        "import sys; from dmriprep_motion.ants import main; "
+        "heavy = {'shutil', 'subprocess', 'pathlib', 'numpy', 'nipype'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_bad_arguments_return_nonzero():
     proc = subprocess.run(
         [shutil.which("antsRegistration"), "--not-an-option"], capture_output=True, text=True, check=False
