@@ -43,8 +43,9 @@ MAX_WAIT = 0.5
 
 
 class _YoungCollections:
-    """Stands in for the ``gc`` module in Nipype's MultiProc: its explicit collections only
-    collect the youngest generation (the objects created since the last collection)."""
+    """Stands in for the ``gc`` module in Nipype's MultiProc and command-line runner: their
+    explicit collections only collect the youngest generation (the objects created since the
+    last collection)."""
 
     @staticmethod
     def collect(generation: int = 2) -> int:
