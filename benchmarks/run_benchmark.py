@@ -438,6 +438,52 @@ def row(scenario: str, method: str, n_vol: int, res: dict) -> str:
     )
 
 
+SPEED_HEADER = (
+    "| scenario | method | runs | wall (s) per run, in order | median wall (s) | median CPU (s) "
+    "| median of per-round wall ratios to {ref} |"
+)
+
+
+def round_order(methods: list[str], round_index: int) -> list[str]:
+    """The methods' order in a round: as given in even rounds, reversed in odd ones.
+
+    Alternating the order spreads a drift of the machine's speed over the methods.
+    """
+    return list(methods) if round_index % 2 == 0 else list(reversed(methods))
+
+
+def speed_summary(records: list[dict], methods: list[str]) -> list[str]:
+    """Markdown table of the repeated runs' times, one row per scenario and method.
+
+    ``records`` are the raw JSON records (``scenario``, ``method``, ``round``,
+    ``wall_time_s``, ``cpu_time_s``, ``error``); failed runs are left out. The last column
+    compares each method with the first one in ``methods`` within each round (runs made one
+    after the other), then takes the median over the rounds.
+    """
+    ref = methods[0]
+    lines = [SPEED_HEADER.format(ref=ref), "|" + "---|" * (SPEED_HEADER.count("|") - 1)]
+    ok = [r for r in records if not r.get("error")]
+    for scenario in dict.fromkeys(r["scenario"] for r in ok):
+        walls = {(r["method"], r["round"]): r["wall_time_s"] for r in ok if r["scenario"] == scenario}
+        for method in methods:
+            runs = [r for r in ok if r["scenario"] == scenario and r["method"] == method]
+            if not runs:
+                continue
+            ratios = [
+                walls[(method, k)] / walls[(ref, k)]
+                for k in sorted({r["round"] for r in runs})
+                if (ref, k) in walls and walls[(ref, k)] > 0
+            ]
+            ratio = f"{float(np.median(ratios)):.2f}" if ratios else "–"
+            lines.append(
+                f"| {scenario} | {method} | {len(runs)} | "
+                + " / ".join(f"{r['wall_time_s']:.0f}" for r in runs)
+                + f" | {float(np.median([r['wall_time_s'] for r in runs])):.1f}"
+                + f" | {float(np.median([r['cpu_time_s'] for r in runs])):.0f} | {ratio} |"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", nargs="+", default=["real-moderate"], choices=sorted(SCENARIOS))
@@ -454,7 +500,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--output", type=Path, default=None, help="write the table (.md) and raw JSON here")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every method this many times per scenario, in alternating order (given, then "
+        "reversed), and print a table of their times (median wall and CPU time, and the median "
+        "ratio to the first method within each round)",
+    )
     opts = parser.parse_args(argv)
+    if opts.repeat < 1:
+        parser.error("--repeat must be at least 1")
     rows, raw = [], []
     print(
         f"# benchmark {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs", flush=True
@@ -465,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = opts.work / scenario
         bids = simulate(scenario, folder, opts.seed)
         n_vol = len(np.loadtxt(bids / "sub-01" / "dwi" / "sub-01_dwi.bval"))
-        for method in opts.methods:
+        for round_index, method in ((k, m) for k in range(opts.repeat) for m in round_order(opts.methods, k)):
             try:
                 res = run_method(
                     method, bids, folder, nprocs=opts.nprocs, cache=opts.cache_dir, seed=opts.seed
@@ -489,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     **record(scenario, n_vol, res),
                     "method": method,
+                    "round": round_index,
                     **{k: v for k, v in acc.items() if k not in ("per_volume", "n_volumes")},
                     "n_scored_volumes": acc.get("n_volumes"),
                     "per_volume_mean_disp": [
@@ -499,11 +556,13 @@ def main(argv: list[str] | None = None) -> int:
             if opts.output:  # written after every row, so a stopped benchmark keeps its results
                 opts.output.parent.mkdir(parents=True, exist_ok=True)
                 opts.output.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
+    speed = speed_summary(raw, opts.methods) if opts.repeat > 1 else []
+    if speed:
+        print("\n" + "\n".join(speed), flush=True)
     if opts.output:
         opts.output.parent.mkdir(parents=True, exist_ok=True)
-        opts.output.with_suffix(".md").write_text(
-            "\n".join([HEADER, "|" + "---|" * (HEADER.count("|") - 1), *rows]) + "\n"
-        )
+        table = [HEADER, "|" + "---|" * (HEADER.count("|") - 1), *rows]
+        opts.output.with_suffix(".md").write_text("\n".join(table + ([""] + speed if speed else [])) + "\n")
         opts.output.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
     return 0
 

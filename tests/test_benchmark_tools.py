@@ -153,3 +153,25 @@ def test_residual_translations_are_the_centroid_displacements():
     estimated = np.stack([truth[0], truth[1] @ shift])
     res = fp.residual_translations(estimated, truth, np.array([10.0, 20.0, 30.0]))
     assert np.allclose(res, [[0, 0, 0], [0.1, 0, -0.2]])
+
+
+def test_repeated_runs_alternate_and_are_summarised():
+    """--repeat runs the methods in alternating order; the speed table gives every run's wall
+    time, the medians, and the median of the per-round ratios to the first method."""
+    rb = _load("run_benchmark")
+    assert [rb.round_order(["a", "b", "c"], k) for k in range(3)] == [
+        ["a", "b", "c"], ["c", "b", "a"], ["a", "b", "c"]]  # fmt: skip
+    records = [
+        {"scenario": "s", "method": "a", "round": 0, "wall_time_s": 40.0, "cpu_time_s": 70.0},
+        {"scenario": "s", "method": "b", "round": 0, "wall_time_s": 38.0, "cpu_time_s": 38.0},
+        {"scenario": "s", "method": "b", "round": 1, "wall_time_s": 46.0, "cpu_time_s": 44.0},
+        {"scenario": "s", "method": "a", "round": 1, "wall_time_s": 42.0, "cpu_time_s": 72.0},
+        {"scenario": "s", "method": "a", "round": 2, "wall_time_s": 50.0, "cpu_time_s": 74.0},
+        {"scenario": "s", "method": "b", "round": 2, "wall_time_s": 0.0, "cpu_time_s": 0.0, "error": "x"},
+    ]
+    lines = rb.speed_summary(records, ["a", "b"])
+    assert lines[0].count("|") == lines[1].count("|") == lines[2].count("|") == lines[3].count("|")
+    assert "ratios to a" in lines[0]
+    assert lines[2] == "| s | a | 3 | 40 / 42 / 50 | 42.0 | 72 | 1.00 |"
+    # b: rounds 0 and 1 (its run of round 2 failed): 38 / 40 = 0.95 and 46 / 42 = 1.095
+    assert lines[3] == "| s | b | 2 | 38 / 46 | 42.0 | 41 | 1.02 |"
