@@ -289,6 +289,26 @@ def test_similarity_runs_next_to_the_anchor_registration(anchor, threads):
         assert ("outputnode.out_ras", "in_xforms") in sources["hmc_pass02_wf"]
 
 
+def test_every_pass_is_fed_by_the_reference_and_the_previous_pass():
+    """Each pass gets every input once the graph is flattened (as it runs), the chained ones from
+    the previous pass: Workflow.connect rewrites the connection lists it is given, so a list
+    shared by the passes would feed only the first."""
+    from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
+    from dmriprep_motion.workflows.passes import PASS_INPUTS
+
+    flat = init_dwi_motion_wf(model="dti", passes=3, sloppy=True)._create_flat_graph()
+    for index in (1, 2, 3):
+        node = next(n for n in flat.nodes if n.fullname.endswith(f"hmc_pass{index:02d}_wf.inputnode"))
+        fed = {}
+        for source, _, data in flat.in_edges(node, data=True):
+            fed.update({dest: source.fullname for _, dest in data["connect"]})
+        chained = {"init_xforms", "init_ras"} | ({"prev_change", "prev_predictions"} if index > 1 else set())
+        assert set(fed) == set(PASS_INPUTS) - ({"prev_change", "prev_predictions"} - chained)
+        previous = "dwi_reference_wf" if index == 1 else f"hmc_pass{index - 1:02d}_wf"
+        assert all(previous in fed[field] for field in chained)
+        assert all("dwi_reference_wf" in fed[field] for field in set(fed) - chained)
+
+
 def test_convergence_check():
     assert CheckConvergence(tolerance=0.05).run().outputs.skip is False  # first pass
     assert CheckConvergence(tolerance=0.05, prev_change=0.01).run().outputs.skip is True

@@ -74,6 +74,79 @@ _ANCHOR_DESC = {
 }
 
 
+def _estimation_desc(
+    *, model: str, transform: str, passes: int, refined: bool, relaxation: float, shell_anchor: str
+) -> str:
+    """Methods paragraph (Markdown) on the estimation, worded from the actual settings.
+
+    Parameters
+    ----------
+    model, transform, passes, relaxation :
+        As in :func:`init_dwi_motion_wf`.
+    refined : bool
+        Whether the passes after the first register with the lighter refinement preset.
+    shell_anchor : {"auto", "registration", "median", "none"}
+        The anchor actually used (``none`` with the b0 model).
+
+    Returns
+    -------
+    str
+        A paragraph starting with a blank line, for a workflow's ``__desc__``.
+    """
+    return (
+        f"\n\nHead motion was estimated with *dmriprep_motion*, leaving one volume out: each "
+        f"diffusion-weighted volume was predicted from all the others by {_MODEL_DESC[model]}, "
+        f"and registered to its prediction with a {transform.lower()} transform "
+        f"(`antsRegistration`, ANTs [@ants]). Estimation was repeated for {passes} pass(es), "
+        "each pass fitting the model to the series moved by the previous pass's estimates and "
+        "starting the registrations from them"
+        f"{_REFINE_DESC if refined else ''}. "
+        f"{_relaxation_desc(relaxation, passes)}"
+        f"{_ANCHOR_DESC[shell_anchor]}"
+        "b-vectors were rotated by the estimated "
+        "rotations, and each volume was resampled once onto the native grid of the b0 "
+        "reference (cubic B-spline), keeping all volumes in their acquired order."
+    )
+
+
+def _chain_passes(reference_wf: Workflow, pass_wfs: list[Workflow], changes: pe.Node) -> list[tuple]:
+    """Connections feeding every pass from the reference and each pass from the previous one.
+
+    Parameters
+    ----------
+    reference_wf : Workflow
+        The b0-reference workflow (its outputs are shared by every pass; its initial
+        transforms start the first).
+    pass_wfs : list of Workflow
+        The passes, in order (:func:`~dmriprep_motion.workflows.passes.init_hmc_pass_wf`).
+    changes : Node
+        A ``Merge`` collecting each pass's change (input ``in<k>`` for pass ``k``).
+
+    Returns
+    -------
+    list
+        ``Workflow.connect`` tuples.
+    """
+    chained = ("init_xforms", "init_ras", "prev_change", "prev_predictions")
+    shared = [f for f in PASS_INPUTS if f not in chained]
+    previous = (reference_wf, "outputnode.init_xforms", "outputnode.init_ras")
+    connections = []
+    for index, pass_wf in enumerate(pass_wfs, start=1):
+        connections += [
+            # a new list each time: Workflow.connect rewrites the lists it is given
+            (reference_wf, pass_wf, [(f"outputnode.{f}", f"inputnode.{f}") for f in shared]),
+            (previous[0], pass_wf, [(previous[1], "inputnode.init_xforms"),
+                                    (previous[2], "inputnode.init_ras")]),
+            (pass_wf, changes, [("outputnode.change", f"in{index}")]),
+        ]  # fmt: skip
+        if index > 1:
+            chain = [("outputnode.change", "inputnode.prev_change"),
+                     ("outputnode.predictions", "inputnode.prev_predictions")]  # fmt: skip
+            connections.append((previous[0], pass_wf, chain))
+        previous = (pass_wf, "outputnode.out_xforms", "outputnode.out_ras")
+    return connections
+
+
 def outliers_desc(outlier_threshold: float, exclude_outliers: bool, passes: int) -> str:
     """Methods paragraph (Markdown) on outlier flagging, worded from the actual settings.
 
@@ -212,19 +285,14 @@ def init_dwi_motion_wf(
     shell_anchor = "none" if model == "b0" else anchor
 
     workflow = Workflow(name=name)
-    workflow.__desc__ = (  # a paragraph of its own in the boilerplate
-        f"\n\nHead motion was estimated with *dmriprep_motion*, leaving one volume out: each "
-        f"diffusion-weighted volume was predicted from all the others by {_MODEL_DESC[model]}, "
-        f"and registered to its prediction with a {transform.lower()} transform "
-        f"(`antsRegistration`, ANTs [@ants]). Estimation was repeated for {passes} pass(es), "
-        "each pass fitting the model to the series moved by the previous pass's estimates and "
-        "starting the registrations from them"
-        f"{_REFINE_DESC if passes > 1 and refine != settings else ''}. "
-        f"{_relaxation_desc(relaxation, passes)}"
-        f"{_ANCHOR_DESC[shell_anchor]}"
-        "b-vectors were rotated by the estimated "
-        "rotations, and each volume was resampled once onto the native grid of the b0 "
-        "reference (cubic B-spline), keeping all volumes in their acquired order."
+    # a paragraph of its own in the boilerplate
+    workflow.__desc__ = _estimation_desc(
+        model=model,
+        transform=transform,
+        passes=passes,
+        refined=passes > 1 and refine != settings,
+        relaxation=relaxation,
+        shell_anchor=shell_anchor,
     )
     # After the b0-reference paragraph of the nested reference workflow.
     workflow.__postdesc__ = outliers_desc(outlier_threshold, exclude_outliers, passes)
@@ -258,12 +326,8 @@ def init_dwi_motion_wf(
         name="confounds",
     )
 
-    chained = ("init_xforms", "init_ras", "prev_change", "prev_predictions")
-    shared = [(f, f) for f in PASS_INPUTS if f not in chained]
-    previous = (reference_wf, "outputnode.init_xforms", "outputnode.init_ras")
-    connections = []
-    for index in range(1, passes + 1):
-        pass_wf = init_hmc_pass_wf(
+    pass_wfs = [
+        init_hmc_pass_wf(
             pass_index=index,
             model=model,
             settings=settings if index == 1 else refine,
@@ -276,18 +340,10 @@ def init_dwi_motion_wf(
             series_nthreads=series_nthreads,
             **common,
         )
-        connections += [
-            (reference_wf, pass_wf, [(f"outputnode.{a}", f"inputnode.{b}") for a, b in shared]),
-            (previous[0], pass_wf, [(previous[1], "inputnode.init_xforms"),
-                                    (previous[2], "inputnode.init_ras")]),
-            (pass_wf, changes, [("outputnode.change", f"in{index}")]),
-        ]  # fmt: skip
-        if index > 1:
-            chain = [("outputnode.change", "inputnode.prev_change"),
-                     ("outputnode.predictions", "inputnode.prev_predictions")]  # fmt: skip
-            connections.append((previous[0], pass_wf, chain))
-        previous = (pass_wf, "outputnode.out_xforms", "outputnode.out_ras")
-    last = previous[0]
+        for index in range(1, passes + 1)
+    ]
+    connections = _chain_passes(reference_wf, pass_wfs, changes)
+    last = pass_wfs[-1]
     # The transforms written: the last pass's, each shell then moved onto the b0 reference.
     written = last
     if shell_anchor != "none":
@@ -341,7 +397,6 @@ def init_dwi_motion_wf(
     volume_changes = pe.Node(
         niu.Merge(passes, no_flatten=True), name="volume_changes", run_without_submitting=True
     )
-    pass_wfs = [workflow.get_node(f"hmc_pass{index:02d}_wf") for index in range(1, passes + 1)]
     # fmt: off
     workflow.connect(
         [(pass_wf, volume_changes, [("outputnode.changes", f"in{index}")])
