@@ -419,14 +419,10 @@ def test_later_passes_register_at_full_resolution_only(sloppy, tmp_path):
             node.interface.inputs.fixed_image = node.interface.inputs.moving_image = str(img)
             cmd = node.interface.cmdline
             shrink[node.fullname.split(".")[-2]] = cmd.split("--shrink-factors ")[1].split()[0]
-    if sloppy:
-        assert shrink == dict.fromkeys(("hmc_pass01_wf", "hmc_pass02_wf", "hmc_pass03_wf"), "2x1")
-        assert "full resolution only" not in wf.__desc__
-    else:
-        assert shrink == {"hmc_pass01_wf": "2x1x1", "hmc_pass02_wf": "1", "hmc_pass03_wf": "1"}
-        assert "full resolution only" in wf.__desc__
+    assert shrink == {"hmc_pass01_wf": "2x1x1", "hmc_pass02_wf": "1", "hmc_pass03_wf": "1"}
+    assert "full resolution only" in wf.__desc__
     for transform in ("Rigid", "Affine"):
-        first, later = (json.loads(registration_preset("dwi", transform, False, refine=r).read_text())
+        first, later = (json.loads(registration_preset("dwi", transform, sloppy, refine=r).read_text())
                         for r in (False, True))  # fmt: skip
         assert later["shrink_factors"] == [[1]] and later["smoothing_sigmas"] == [[0.0]]
         same = ("metric", "sampling_strategy", "sampling_percentage", "transforms")
@@ -436,6 +432,28 @@ def test_later_passes_register_at_full_resolution_only(sloppy, tmp_path):
     first = json.loads(registration_preset("dwi", "Rigid", False).read_text())
     coarse, *fine = first["number_of_iterations"][0]
     assert first["shrink_factors"] == [[2, 1, 1]] and coarse >= 10 * sum(fine)
+
+
+@pytest.mark.parametrize(
+    ("target", "transform", "refine"),
+    [("dwi", "Rigid", False), ("dwi", "Rigid", True), ("dwi", "Affine", False), ("dwi", "Affine", True),
+     ("b0", "Rigid", False), ("shell", "Rigid", False)],
+)  # fmt: skip
+def test_sloppy_presets_do_less_work_than_the_precise_ones(target, transform, refine):
+    """``--sloppy`` (the tests' setting) must stay the faster one: no more levels, samples or
+    iterations than the precise preset it stands for, and less of at least one of them (in
+    2026-12, after the precise presets were lightened, the old sloppy ones took 15% longer)."""
+    precise, sloppy = (json.loads(registration_preset(target, transform, s, refine=refine).read_text())
+                       for s in (False, True))  # fmt: skip
+    assert precise["metric"] == sloppy["metric"] and precise["transforms"] == sloppy["transforms"]
+    levels = len(precise["shrink_factors"][0])
+    sloppy_levels = len(sloppy["shrink_factors"][0])
+    fraction = {"None": 1.0}
+    samples = (fraction.get(precise["sampling_strategy"][0], precise["sampling_percentage"][0]),
+               fraction.get(sloppy["sampling_strategy"][0], sloppy["sampling_percentage"][0]))  # fmt: skip
+    iterations = (sum(precise["number_of_iterations"][0]), sum(sloppy["number_of_iterations"][0]))
+    assert sloppy_levels <= levels and samples[1] <= samples[0] and iterations[1] <= iterations[0]
+    assert sloppy_levels < levels or samples[1] < samples[0] or iterations[1] < iterations[0]
 
 
 def test_shell_anchor_registers_within_the_brain_mask():
