@@ -28,6 +28,7 @@ from run_benchmark import (  # noqa: E402
     outputs,
     row,
     score,
+    separator,
 )
 
 #: table order of the scenarios, and of the methods in each scenario
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         for rec in json.loads(path.read_text()):
             rows[(rec["scenario"], rec["method"])] = rec  # later files win
     print(HEADER)
-    print("|" + "---|" * (HEADER.count("|") - 1))
+    print(separator(HEADER))
 
     def order(item):
         (scenario, method), _ = item

@@ -438,6 +438,11 @@ def row(scenario: str, method: str, n_vol: int, res: dict) -> str:
     )
 
 
+def separator(header: str) -> str:
+    """The Markdown line under ``header`` (one ``---`` cell per column)."""
+    return "|" + "---|" * (header.count("|") - 1)
+
+
 SPEED_HEADER = (
     "| scenario | method | runs | wall (s) per run, in order | median wall (s) | median CPU (s) "
     "| median of per-round wall ratios to {ref} |"
@@ -461,7 +466,7 @@ def speed_summary(records: list[dict], methods: list[str]) -> list[str]:
     after the other), then takes the median over the rounds.
     """
     ref = methods[0]
-    lines = [SPEED_HEADER.format(ref=ref), "|" + "---|" * (SPEED_HEADER.count("|") - 1)]
+    lines = [SPEED_HEADER.format(ref=ref), separator(SPEED_HEADER)]
     ok = [r for r in records if not r.get("error")]
     for scenario in dict.fromkeys(r["scenario"] for r in ok):
         walls = {(r["method"], r["round"]): r["wall_time_s"] for r in ok if r["scenario"] == scenario}
@@ -516,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# benchmark {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs", flush=True
     )
     print(HEADER)
-    print("|" + "---|" * (HEADER.count("|") - 1), flush=True)
+    print(separator(HEADER), flush=True)
     for scenario in opts.scenarios:
         folder = opts.work / scenario
         bids = simulate(scenario, folder, opts.seed)
@@ -561,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + "\n".join(speed), flush=True)
     if opts.output:
         opts.output.parent.mkdir(parents=True, exist_ok=True)
-        table = [HEADER, "|" + "---|" * (HEADER.count("|") - 1), *rows]
+        table = [HEADER, separator(HEADER), *rows]
         opts.output.with_suffix(".md").write_text("\n".join(table + ([""] + speed if speed else [])) + "\n")
         opts.output.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
     return 0

@@ -24,7 +24,5 @@ def registration_preset(target: str, transform: str, sloppy: bool, *, refine: bo
     same levels as the precise ones, with fewer samples (25% instead of 40% of the voxels)
     and, in the later passes, fewer iterations.
     """
-    quality = "sloppy" if sloppy else "precise"
-    if refine and target == "dwi":
-        quality = "sloppy_refine" if sloppy else "refine"
+    quality = ("sloppy_refine" if sloppy else "refine") if refine else ("sloppy" if sloppy else "precise")
     return load(f"antsreg/{target}_{transform.lower()}_{quality}.json")
