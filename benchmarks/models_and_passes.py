@@ -41,6 +41,7 @@ from run_benchmark import (  # noqa: E402
     record,
     run_method,
     score,
+    separator,
     simulate,
 )
 
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'--sloppy' if opts.sloppy else 'default presets'}, seed {opts.seed}"
         + ("" if opts.relaxation is None else f", --relaxation {opts.relaxation:g}"),
         header(opts.passes),
-        "|" + "---|" * (header(opts.passes).count("|") - 1),
+        separator(header(opts.passes)),
     ]
     print(*lines, sep="\n", flush=True)
     raw = []

@@ -334,13 +334,11 @@ def resample_volumes(
     *,
     order: int = 3,
     n_threads: int = 1,
-    indices: np.ndarray | None = None,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Resample volumes of a 4D array, each with its own transform (same grid out).
+    """Resample the volumes of a 4D array, each with its own transform (same grid out).
 
-    ``xforms_ras`` holds one transform per volume of ``data``; with ``indices``,
-    only those volumes are resampled and returned (in that order).  Volumes whose
+    ``xforms_ras`` holds one transform per volume of ``data``.  Volumes whose
     transform is the identity are copied, not interpolated (interpolating them on
     their own grid changes nothing but the time taken).  With ``mask``, only its voxels
     are filled (0 elsewhere; see :func:`resample_volume`).  SciPy's interpolation
@@ -352,20 +350,18 @@ def resample_volumes(
     """
     shape = data.shape[:3]
     xforms = np.asarray(xforms_ras, dtype=float).reshape(-1, 4, 4)
-    selected = np.arange(xforms.shape[0]) if indices is None else np.asarray(indices, dtype=int)
-    out = np.zeros((*shape, selected.size), dtype=np.float32, order="F")
+    out = np.zeros((*shape, xforms.shape[0]), dtype=np.float32, order="F")
 
-    def one(position: int) -> None:
-        index = selected[position]
+    def one(index: int) -> None:
         if is_identity(xforms[index]):
             copied = np.clip(data[..., index], 0.0, None)
-            out[..., position] = copied if mask is None else np.where(mask, copied, 0.0)
+            out[..., index] = copied if mask is None else np.where(mask, copied, 0.0)
         else:
-            out[..., position] = resample_volume(
+            out[..., index] = resample_volume(
                 data[..., index], affine, xforms[index], affine, shape, order=order, mask=mask
             )
 
-    thread_map(one, range(selected.size), n_threads=n_threads)
+    thread_map(one, range(xforms.shape[0]), n_threads=n_threads)
     return out
 
 

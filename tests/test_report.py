@@ -262,6 +262,7 @@ def test_averages_of_one_series(tmp_path):
     """The flicker reportlets' averages: one node per series, each with the mean of its
     diffusion-weighted volumes and of its b0s (float32, on the series's grid)."""
     import nibabel as nb
+    from nipype.interfaces.base import isdefined
 
     from dmriprep_motion.interfaces.reports import AverageImages
 
@@ -277,6 +278,12 @@ def test_averages_of_one_series(tmp_path):
         img = nb.load(getattr(res.outputs, key))
         assert np.allclose(img.affine, affine) and img.get_data_dtype() == np.float32
         assert np.allclose(img.get_fdata(), data[..., index].mean(axis=-1), atol=1e-6)
+    # the corrected series's node needs no b0 mean (the flicker shows the b0 reference)
+    (tmp_path / "dwi_only").mkdir()
+    res = AverageImages(in_file=str(tmp_path / "dwi.nii"), in_bval=str(tmp_path / "dwi.bval"),
+                        b0_mean=False).run(cwd=str(tmp_path / "dwi_only"))  # fmt: skip
+    assert Path(res.outputs.dwi_mean).exists() and not isdefined(res.outputs.b0_mean)
+    assert [p.name for p in (tmp_path / "dwi_only").glob("*.nii.gz")] == ["dwi_mean.nii.gz"]
 
 
 def test_local_references_rejects_remote_resources(tmp_path):

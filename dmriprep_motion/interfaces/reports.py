@@ -246,6 +246,7 @@ class _AveragesInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="4D series (original or corrected)")
     in_bval = File(exists=True, mandatory=True, desc="b-values")
     b0_threshold = traits.Float(50.0, usedefault=True, desc="b-values at or below are b0")
+    b0_mean = traits.Bool(True, usedefault=True, desc="also average the b0 volumes")
 
 
 class _AveragesOutputSpec(TraitedSpec):
@@ -267,10 +268,13 @@ class AverageImages(SimpleInterface):
         bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
         img = nb.load(self.inputs.in_file)
         data = np.asanyarray(img.dataobj, dtype=np.float32)
-        for key, index in (
-            ("dwi_mean", np.flatnonzero(bvals > self.inputs.b0_threshold)),
-            ("b0_mean", np.flatnonzero(bvals <= self.inputs.b0_threshold)),
-        ):
+        selections = {
+            "dwi_mean": np.flatnonzero(bvals > self.inputs.b0_threshold),
+            "b0_mean": np.flatnonzero(bvals <= self.inputs.b0_threshold),
+        }
+        if not self.inputs.b0_mean:
+            del selections["b0_mean"]
+        for key, index in selections.items():
             mean = data[..., index].mean(axis=-1)
             self._results[key] = save_like(mean, img, Path(runtime.cwd) / f"{key}.nii.gz")
         return runtime

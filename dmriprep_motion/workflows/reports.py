@@ -134,8 +134,8 @@ def init_dwi_reports_wf(
     similarity = pe.Node(SimilarityPlot(**thresholds), name="similarity")
     # the original series's averages (and the b0 flicker) need not wait for the correction
     averages_orig = pe.Node(AverageImages(b0_threshold=b0_threshold), name="averages_orig", mem_gb=mem_gb)
-    averages_corrected = pe.Node(AverageImages(b0_threshold=b0_threshold), name="averages_corrected",
-                                 mem_gb=mem_gb)  # fmt: skip
+    averages_corrected = pe.Node(AverageImages(b0_threshold=b0_threshold, b0_mean=False),
+                                 name="averages_corrected", mem_gb=mem_gb)  # fmt: skip
     avgdwi = pe.Node(FlickerPlot(before_label="original", after_label="corrected"), name="avgdwi")
     b0ref = pe.Node(FlickerPlot(before_label="b0 average (not aligned)", after_label="b0 reference"),
                     name="b0ref")  # fmt: skip
