@@ -11,7 +11,9 @@ use with ``python -m venv`` + ``pip install``), so the project's environment sta
 
 * ``dipy``: DIPY ``dipy.align.motion_correction`` (affine registration to the b0 reference);
 * ``nifreeze-dti`` / ``nifreeze-b0``: NiFreeze's CLI with models ``dti`` and ``trivial`` (b0),
-  using the same ``antsRegistration`` console script (this environment's ``bin`` first on PATH).
+  using the same ``antsRegistration`` console script (this environment's ``bin`` first on PATH);
+* ``nifreeze-dti-patched`` / ``nifreeze-b0-patched``: what-ifs, the same CLI with two defects of
+  NiFreeze 0.1.0 patched (``peers/nifreeze_patched.py``).
 
 Example (the command of benchmarks/README.md)::
 
@@ -74,6 +76,10 @@ METHODS = {
     "dipy": None,
     "nifreeze-dti": ["dti"],
     "nifreeze-b0": ["trivial"],
+    # what-ifs, not the tool as users run it: NiFreeze 0.1.0 with two defects patched
+    # (benchmarks/peers/nifreeze_patched.py); the second item names the ANTs preset
+    "nifreeze-b0-patched": ["trivial", "dwi-to-b0_level0"],
+    "nifreeze-dti-patched": ["dti", "default"],
 }
 
 PEER_PACKAGES = {"dipy": ["dipy", "nibabel"], "nifreeze": ["nifreeze"]}
@@ -304,16 +310,19 @@ def run_method(
         grad = out / "gradients_rasb.txt"  # NiFreeze's convention: RAS+ b-vectors and b-values
         np.savetxt(grad, np.column_stack([ras, bvals]), fmt="%.8f")
         mask = bids / "derivatives" / "truth" / "sub-01" / "dwi" / f"{truth_stem}_desc-brain_mask.nii.gz"
-        cli = str(Path(python).parent / "nifreeze")
+        model, *patched = METHODS[method]
+        cli = [str(Path(python).parent / "nifreeze")]
+        if patched:
+            cli = [str(python), str(HERE / "peers" / "nifreeze_patched.py"), *patched]
         cmd = [
-            cli,
+            *cli,
             f"{dwi}.nii.gz",
             "--gradient-file",
             str(grad),
             "--brainmask",
             str(mask),
             "--models",
-            METHODS[method][0],
+            model,
             "-J",
             str(nprocs),
             "--nthreads",
