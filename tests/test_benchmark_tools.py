@@ -143,6 +143,21 @@ def test_sphere_neighbour_correlation_tells_smooth_from_independent_errors():
     assert np.all(np.abs(fp.sphere_neighbour_correlation(rng.normal(size=(60, 3)), g)) < 0.4)
 
 
+def test_tensor_span_fraction():
+    """``tensor_span.py``: a residual pattern that a tensor can represent (a quadratic form of the
+    direction, either sign of it) lies wholly in the span; independent errors by chance only."""
+    ts = _load("tensor_span")
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(30, 3))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    tensors = rng.normal(size=(3, 3, 3))
+    quadratic = np.einsum("ni,kij,nj->nk", g, tensors + tensors.transpose(0, 2, 1), g)
+    g[::2] *= -1
+    assert ts.span_fraction(quadratic + [1.0, -2.0, 0.5], g) == pytest.approx(1.0)
+    chance = [ts.span_fraction(rng.normal(size=(30, 3)), g) for _ in range(200)]
+    assert np.mean(chance) == pytest.approx(5 / 29, abs=0.03)
+
+
 def test_residual_translations_are_the_centroid_displacements():
     fp = _load("fixed_point")
     from dmriprep_motion.motion import matrix_from_params

@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="signal model predicting each volume from the others: auto (default) picks by "
         "scheme and logs why; gp = Gaussian process over directions and b-values; dti/dki = "
-        "DIPY tensor/kurtosis (dki needs 2+ shells); avgdwi = mean of the shell; b0 = b0 reference",
+        "DIPY tensor/kurtosis (dki needs 2+ shells; both are blind to motion errors that vary with "
+        "the gradient direction as a tensor does, see benchmarks/README.md); avgdwi = mean of the "
+        "shell; b0 = b0 reference",
     )
     method.add_argument(
         "--transform",
