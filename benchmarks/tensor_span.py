@@ -45,6 +45,7 @@ def span_fraction(residuals: np.ndarray, bvecs: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from dmriprep_motion.gradients import shell_labels
     from dmriprep_motion.motion import load_itk_series, mask_coordinates
     from dmriprep_motion.testing.simulate import load_truth
 
@@ -58,9 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     print(header, separator(header), sep="\n")
     for run in opts.runs:
         truth = load_truth(run / "bids")
-        dwi = np.flatnonzero(truth["bvals"] > 50)
+        dwi = np.flatnonzero(shell_labels(truth["bvals"]) > 0)
         centroid = mask_coordinates(truth["mask"]).mean(axis=0)
         bvecs = truth["head_bvecs"][dwi]
+        chance = (tensor_basis(bvecs).shape[1] - 1) / (len(dwi) - 1)
         for method in opts.methods:
             xfm = outputs(method, run)["xfm"]
             if not xfm.exists():
@@ -68,7 +70,6 @@ def main(argv: list[str] | None = None) -> None:
             est = load_itk_series(xfm) if xfm.suffix == ".txt" else np.load(xfm)
             res = residual_translations(est[dwi], truth["xfm"][dwi], centroid)
             rms = np.sqrt(np.mean(np.sum((res - res.mean(axis=0)) ** 2, axis=1)))
-            chance = (tensor_basis(bvecs).shape[1] - 1) / (len(dwi) - 1)
             print(f"| {run.name} | {method} | {rms:.3f} | {span_fraction(res, bvecs):.2f} | {chance:.2f} |")
 
 

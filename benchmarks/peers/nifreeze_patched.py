@@ -36,5 +36,5 @@ if __name__ == "__main__":
     preset, argv = sys.argv[1], sys.argv[2:]
     estimator._prepare_registration_data = _prepare_copies
     if preset != "default":
-        ants._get_ants_settings = lambda settings=preset: _settings(preset)
+        ants._get_ants_settings = lambda _requested=None: _settings(preset)  # whatever the CLI asks for
     sys.exit(main(argv))

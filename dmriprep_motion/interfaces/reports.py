@@ -268,12 +268,9 @@ class AverageImages(SimpleInterface):
         bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
         img = nb.load(self.inputs.in_file)
         data = np.asanyarray(img.dataobj, dtype=np.float32)
-        selections = {
-            "dwi_mean": np.flatnonzero(bvals > self.inputs.b0_threshold),
-            "b0_mean": np.flatnonzero(bvals <= self.inputs.b0_threshold),
-        }
-        if not self.inputs.b0_mean:
-            del selections["b0_mean"]
+        selections = {"dwi_mean": np.flatnonzero(bvals > self.inputs.b0_threshold)}
+        if self.inputs.b0_mean:
+            selections["b0_mean"] = np.flatnonzero(bvals <= self.inputs.b0_threshold)
         for key, index in selections.items():
             mean = data[..., index].mean(axis=-1)
             self._results[key] = save_like(mean, img, Path(runtime.cwd) / f"{key}.nii.gz")
