@@ -39,7 +39,7 @@ ROOT = HERE.parent
 DS_XA30 = (ROOT / ".." / "shared" / "data" / "ds-xa30").resolve()
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dmriprep_motion_bench"
 
-#: name -> (phantom, shells, n_b0, pattern, snr)
+#: name -> (phantom, shells, n_b0, pattern, snr); snr None: no noise
 SCENARIOS = {
     "real-moderate": ("real", {1000: 30}, 1, "moderate", 20.0),
     "real-spikes": ("real", {1000: 30}, 1, "spikes", 20.0),
@@ -55,6 +55,11 @@ SCENARIOS = {
     # the multi-shell scheme on the phantom whose contrasts agree (since 2026-12-04): how the
     # shells above b=1500 are tied to the b0, without the real-data phantom's b0<->DWI ambiguity
     "mni-multishell": ("mni", {1000: 20, 2000: 20, 3000: 20}, 3, "moderate", 20.0),
+    # controls (since 2026-12-04 23:40 UTC), not targets: no motion and no noise, so every error
+    # a method reports is the phantom's own floor (how far its b0 and diffusion-weighted contrasts
+    # disagree as the method sees them; an identity transform scores 0)
+    "real-static": ("real", {1000: 30}, 1, "none", None),
+    "mni-static": ("mni", {1000: 30}, 1, "none", None),
 }
 
 METHODS = {

@@ -190,3 +190,27 @@ def test_repeated_runs_alternate_and_are_summarised():
     assert lines[2] == "| s | a | 3 | 40 / 42 / 50 | 42.0 | 72 | 1.00 |"
     # b: rounds 0 and 1 (its run of round 2 failed): 38 / 40 = 0.95 and 46 / 42 = 1.095
     assert lines[3] == "| s | b | 2 | 38 / 46 | 42.0 | 41 | 1.02 |"
+
+
+def test_control_scenarios_have_no_motion_and_no_noise(tmp_path, monkeypatch):
+    """``*-static`` scenarios: identity truth and noise-free data (the b0 of two simulations with
+    different seeds, hence different noise if there were any, is the same)."""
+    import nibabel as nb
+
+    from dmriprep_motion.testing import simulate as sim
+    from dmriprep_motion.testing.simulate import load_truth
+
+    rb = _load("run_benchmark")
+    assert {rb.SCENARIOS[name][3:] for name in ("real-static", "mni-static")} == {("none", None)}
+    small = sim.mni_phantom(resolution=4.0)
+    monkeypatch.setattr(sim, "mni_phantom", lambda **_: small)
+    data = []
+    for seed in (1, 2):
+        bids = rb.simulate("mni-static", tmp_path / str(seed), seed)
+        truth = load_truth(bids)
+        np.testing.assert_allclose(truth["xfm"], np.broadcast_to(np.eye(4), truth["xfm"].shape))
+        img = nb.load(bids / "sub-01" / "dwi" / "sub-01_dwi.nii.gz")
+        data.append(np.asanyarray(img.dataobj, dtype=np.float32))
+    assert data[0].shape[-1] == 31
+    np.testing.assert_array_equal(data[0][..., 0], data[1][..., 0])
+    assert data[0][..., 0].max() > 0
