@@ -13,7 +13,8 @@ use with ``python -m venv`` + ``pip install``), so the project's environment sta
 * ``nifreeze-dti`` / ``nifreeze-b0``: NiFreeze's CLI with models ``dti`` and ``trivial`` (b0),
   using the same ``antsRegistration`` console script (this environment's ``bin`` first on PATH);
 * ``nifreeze-dti-patched`` / ``nifreeze-b0-patched``: what-ifs, the same CLI with two defects of
-  NiFreeze 0.1.0 patched (``peers/nifreeze_patched.py``).
+  NiFreeze 0.1.0 patched (``peers/nifreeze_patched.py``); ``nifreeze-dti-b0fit-patched``, a third
+  too (its tensor fitted with the b0).
 
 Example (the command of benchmarks/README.md)::
 
@@ -85,6 +86,8 @@ METHODS = {
     # (benchmarks/peers/nifreeze_patched.py); the second item names the ANTs preset
     "nifreeze-b0-patched": ["trivial", "dwi-to-b0_level0"],
     "nifreeze-dti-patched": ["dti", "default"],
+    # and a third (since 2026-12-05): the tensor fitted with the b0 (--fit-with-b0)
+    "nifreeze-dti-b0fit-patched": ["dti", "default", "--fit-with-b0"],
 }
 
 PEER_PACKAGES = {"dipy": ["dipy", "nibabel"], "nifreeze": ["nifreeze"]}
