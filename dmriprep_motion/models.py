@@ -424,6 +424,15 @@ class GPModel(LeaveOneOutModel):
     with several shells, the log-b length scale) are chosen by minimising the
     closed-form leave-one-out error on a random subsample of voxels, using only
     the training volumes.
+
+    Free water has no directional signal.  In voxels whose apparent diffusivity (from the b0
+    and the lowest shell's mean) is free-water-like, the directional part of the prediction
+    is tapered off: kept whole below ``free_water[0]``, none of it above ``free_water[1]``
+    (mm²/s), linearly in between; there the prediction is the shell's mean.  Directional
+    variation in those voxels (CSF and its partial volumes, along the brain's strongest
+    edges) is noise or motion, and a model that fits it hides that motion from the
+    registration (``benchmarks/README.md``, 2026-12-05).  ``free_water=None`` keeps every
+    voxel's directional part.
     """
 
     name = "gp"
@@ -432,10 +441,20 @@ class GPModel(LeaveOneOutModel):
     log_b_scales = np.array([0.3, 0.7, 1.5])
     min_directions = 3
 
-    def __init__(self, b0_threshold: float = 50.0, n_voxels: int = 1000, seed: int = 0) -> None:
+    #: Apparent diffusivities (mm²/s) where the directional part starts and ends being tapered
+    free_water_adc = (1.5e-3, 2.5e-3)
+
+    def __init__(
+        self,
+        b0_threshold: float = 50.0,
+        n_voxels: int = 1000,
+        seed: int = 0,
+        free_water: tuple[float, float] | None = free_water_adc,
+    ) -> None:
         super().__init__(b0_threshold)
         self.n_voxels = n_voxels
         self.seed = seed
+        self.free_water = free_water
         self.hyperparameters: dict[str, float] = {}
 
     def check(self, bvals, bvecs):
@@ -535,8 +554,25 @@ class GPModel(LeaveOneOutModel):
         means = np.maximum(sums / counts, 1e-6)
         # mean_t (1 + Σ_k w_k (x_k / mean_s(k) - 1))
         mean_t = means[:, np.searchsorted(shells, labels[target])]
-        pred = mean_t * (1.0 + np.sum(weighted / means, axis=1) - weights.sum())
+        directional = np.sum(weighted / means, axis=1) - weights.sum()
+        lowest = bvals[cols[shell_of == 0]].mean()
+        pred = mean_t * (1.0 + directional * self._anisotropy_weight(data, bvals, train, means[:, 0], lowest))
         return _finalize(pred, mean_t)
+
+    def _anisotropy_weight(
+        self, data: np.ndarray, bvals: np.ndarray, train: np.ndarray, shell_mean: np.ndarray, bval: float
+    ) -> np.ndarray | float:
+        """Per voxel, how much of the directional part to keep (see ``free_water``).
+
+        ``shell_mean`` is each voxel's mean over the training volumes of the lowest shell,
+        acquired at ``bval``.  1 everywhere without a b0 among the training volumes.
+        """
+        if self.free_water is None or not (train & (bvals <= self.b0_threshold)).any():
+            return 1.0
+        low, high = self.free_water
+        b0 = np.maximum(self._b0_mean(data, bvals, train), 1e-6)
+        adc = np.log(np.maximum(b0 / shell_mean, 1.0)) / bval
+        return np.clip((high - adc) / (high - low), 0.0, 1.0)
 
 
 _MODELS = {cls.name: cls for cls in (B0Model, AverageDWIModel, DTIModel, DKIModel, GPModel)}

@@ -215,7 +215,7 @@ def test_gp_prediction_is_its_definition(small_64d, shells):
     target = int(np.flatnonzero(labels > 0)[7])
     train = np.ones(bvals.size, dtype=bool)
     train[[target, int(np.flatnonzero(labels > 0)[3])]] = False  # and one excluded volume
-    model = GPModel()
+    model = GPModel(free_water=None)  # the GP alone (the free-water taper: its own test)
     pred = model.predict(data, bvals, bvecs, target, train=train)
 
     cols = np.flatnonzero(train & (labels > 0))
@@ -247,6 +247,45 @@ def test_gp_prediction_is_its_definition(small_64d, shells):
     weights = np.linalg.solve(full[:-1, :-1] + lam * np.eye(cols.size), full[:-1, -1])
     expected = np.clip(means[labels[target]] * (1.0 + resid @ weights), 0.0, None)
     np.testing.assert_allclose(pred, expected, rtol=2e-5, atol=1e-4 * float(expected.mean()))
+
+
+def test_gp_tapers_the_directional_part_in_free_water():
+    """A free-water voxel is predicted as its shell's mean whatever its directional pattern; a
+    tissue voxel keeps its anisotropy; in between, part of the directional part is kept."""
+    from dmriprep_motion.models import GPModel
+    from dmriprep_motion.testing.simulate import hemisphere_directions
+
+    bvecs = np.vstack([np.zeros(3), hemisphere_directions(30)])
+    bvals = np.r_[0.0, np.full(30, 1000.0)]
+    tensor = np.diag([1.7e-3, 0.3e-3, 0.3e-3])  # white matter along x
+    quad = np.einsum("ij,jk,ik->i", bvecs, tensor, bvecs)
+    rng = np.random.default_rng(0)
+    tissue = 1000.0 * np.exp(-bvals * quad) * rng.normal(1.0, 0.005, (200, 31))
+    # the same relative directional pattern on voxels of mean diffusivity 3.0 (free water) and
+    # 2.0 (halfway through the taper): what motion at the edge of CSF looks like to the model
+    pattern = np.exp(-bvals * quad) / np.exp(-bvals * quad)[1:].mean()
+    water = 1000.0 * np.exp(-bvals * 3.0e-3) * pattern * rng.normal(1.0, 0.005, (100, 31))
+    middle = 1000.0 * np.exp(-bvals * 2.0e-3) * pattern * rng.normal(1.0, 0.005, (100, 31))
+    data = np.vstack([tissue, water, middle]).astype(np.float32)
+    data[:, 0] = 1000.0
+    target = 5
+    kept, tapered = (
+        GPModel(free_water=fw).predict(data, bvals, bvecs, target) for fw in (None, GPModel.free_water_adc)
+    )
+    shell_mean = np.delete(data[:, 1:], target - 1, axis=1).mean(axis=1)
+    sl = {"tissue": slice(0, 200), "water": slice(200, 300), "middle": slice(300, 400)}
+    # tissue: unchanged, and closer to the volume than the shell mean is (by half or more)
+    np.testing.assert_array_equal(tapered[sl["tissue"]], kept[sl["tissue"]])
+    err = np.abs(kept[sl["tissue"]] - data[sl["tissue"], target]).mean()
+    assert err < 0.5 * np.abs(shell_mean[sl["tissue"]] - data[sl["tissue"], target]).mean()
+    # free water: the shell mean exactly, while the GP alone follows the pattern
+    np.testing.assert_allclose(tapered[sl["water"]], shell_mean[sl["water"]], rtol=1e-5)
+    assert np.abs(kept[sl["water"]] / shell_mean[sl["water"]] - 1).mean() > 0.1
+    # halfway (apparent diffusivity about 2.0e-3): about half of the directional part is kept
+    ratio = (tapered[sl["middle"]] - shell_mean[sl["middle"]]) / (
+        kept[sl["middle"]] - shell_mean[sl["middle"]]
+    )
+    assert 0.4 < float(np.median(ratio)) < 0.6
 
 
 @pytest.mark.parametrize("kind", ["float32 file", "scaled int16 file", "in memory"])

@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "b0", "avgdwi", "dti", "dki", "gp"],
         default="auto",
         help="signal model predicting each volume from the others: auto (default) picks by "
-        "scheme and logs why; gp = Gaussian process over directions and b-values; dti/dki = "
+        "scheme and logs why; gp = Gaussian process over directions and b-values (no directional "
+        "signal in free-water voxels); dti/dki = "
         "DIPY tensor/kurtosis (dki needs 2+ shells; both are blind to motion errors that vary with "
         "the gradient direction as a tensor does, see benchmarks/README.md); avgdwi = mean of the "
         "shell; b0 = b0 reference",

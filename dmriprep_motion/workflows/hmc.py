@@ -34,7 +34,9 @@ _MODEL_DESC = {
     "dki": "a diffusion kurtosis model (log-linear least squares, DIPY's design matrix)",
     "gp": (
         "a Gaussian process over gradient directions and b-values (spherical covariance, "
-        "hyper-parameters chosen by closed-form leave-one-out error, in the spirit of FSL eddy)"
+        "hyper-parameters chosen by closed-form leave-one-out error, in the spirit of FSL eddy; "
+        "its directional part tapered off in voxels of free-water-like apparent diffusivity, "
+        "1.5-2.5 µm²/ms)"
     ),
 }
 _REFINE_DESC = " (after the first pass, at full resolution only, since they start close to the answer)"
