@@ -319,7 +319,7 @@ def run_method(
         np.savetxt(grad, np.column_stack([ras, bvals]), fmt="%.8f")
         mask = bids / "derivatives" / "truth" / "sub-01" / "dwi" / f"{truth_stem}_desc-brain_mask.nii.gz"
         model, *patched = METHODS[method]
-        if patched:  # the what-ifs: NiFreeze's CLI entry point behind two patches
+        if patched:  # the what-ifs: NiFreeze's CLI entry point behind its patches
             cli = [str(python), str(HERE / "peers" / "nifreeze_patched.py"), *patched]
         else:
             cli = [str(Path(python).parent / "nifreeze")]

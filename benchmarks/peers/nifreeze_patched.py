@@ -35,8 +35,6 @@ from nifreeze.cli.run import main
 
 _prepare = estimator._prepare_registration_data
 _settings = ants._get_ants_settings
-
-
 _fit = dmri.BaseDWIModel._fit
 
 

@@ -12,7 +12,7 @@ from dmriprep_motion.data import registration_preset
 from dmriprep_motion.interfaces.confounds import MotionConfounds
 from dmriprep_motion.interfaces.dwi import ResampleSeries, VolumeSimilarity
 from dmriprep_motion.interfaces.transforms import AUTO_MAX_BVAL
-from dmriprep_motion.models import MODEL_NAMES
+from dmriprep_motion.models import MODEL_NAMES, GPModel
 from dmriprep_motion.outliers import MIN_GROUP
 from dmriprep_motion.workflows.anchor import REGISTERED_ANCHORS, SERIES_OUTPUT, init_shell_anchor_wf
 from dmriprep_motion.workflows.passes import PASS_INPUTS, init_hmc_pass_wf
@@ -36,7 +36,7 @@ _MODEL_DESC = {
         "a Gaussian process over gradient directions and b-values (spherical covariance, "
         "hyper-parameters chosen by closed-form leave-one-out error, in the spirit of FSL eddy; "
         "its directional part tapered off in voxels of free-water-like apparent diffusivity, "
-        "1.5-2.5 µm²/ms)"
+        "{:g}-{:g} µm²/ms)".format(*(1e3 * adc for adc in GPModel.free_water_adc))
     ),
 }
 _REFINE_DESC = " (after the first pass, at full resolution only, since they start close to the answer)"
