@@ -183,13 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--anchor",
         choices=["auto", "registration", "median", "none"],
         default="auto",
-        help="how each shell's common position is tied to the b0 reference after every pass: "
+        help="how each shell's common position is tied to the b0 reference, once, after the last "
+        "pass (the passes align the volumes of a shell to one another, not to the b0): "
         "registration of the shell's corrected mean to the b0 reference (mutual information, like "
         "eddy's post-alignment of shells), median motion = 0 (assumes most volumes did not move "
         "relative to the b0), auto (default: shells up to b=1500 are registered to the b0 "
         "reference; each higher shell's mean to the next lower shell's, since the b0 and a high-b "
         "shell share too little contrast to register reliably; a lowest shell above b=1500, as in "
-        "single-shell high-b data, takes the median), or none",
+        "single-shell high-b data, takes the median), or none (each shell stays where the passes "
+        "left it; always so with --model b0, whose passes register to the b0 reference)",
     )
     method.add_argument(
         "--outlier-threshold",
