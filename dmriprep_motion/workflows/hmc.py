@@ -184,6 +184,63 @@ def outliers_desc(outlier_threshold: float, exclude_outliers: bool, passes: int)
     return text + "Flagged volumes were reported, and kept in the model fits and in the corrected series."
 
 
+def _scoring_nodes(
+    *,
+    transform: str,
+    outlier_threshold: float,
+    b0_threshold: float,
+    series_nthreads: int,
+    registered_anchor: bool,
+    mem_gb: float,
+) -> tuple[pe.Node, pe.Node, pe.Node]:
+    """The nodes after the estimation: final resampling, similarity to the predictions, confounds.
+
+    The similarity scores each volume in the last pass's frame.  A registered shell anchor
+    resamples the series in that frame for its shell means: the similarity reads it and runs
+    (on one thread) while the anchor registers, instead of after ``final``.
+    """
+    final = pe.Node(
+        ResampleSeries(order=3, compress=True, num_threads=series_nthreads),
+        name="final",
+        mem_gb=2 * mem_gb,
+        n_procs=series_nthreads,
+    )
+    sim_threads = 1 if registered_anchor else series_nthreads
+    similarity = pe.Node(
+        VolumeSimilarity(num_threads=sim_threads),
+        name="similarity",
+        mem_gb=2 * mem_gb,  # the series read once, and resampled
+        n_procs=sim_threads,
+    )
+    confounds = pe.Node(
+        MotionConfounds(transform=transform, outlier_threshold=outlier_threshold, b0_threshold=b0_threshold),
+        name="confounds",
+    )
+    return final, similarity, confounds
+
+
+def _anchor_connections(
+    reference_wf: Workflow, last: Workflow, written: Workflow, similarity: pe.Node, registered_anchor: bool
+) -> list[tuple]:
+    """Connections of the shell anchor (``written``, unless it is the last pass) and the
+    series the similarity scores (the anchor's, when it resamples one)."""
+    connections = []
+    if written is not last:
+        connections += [
+            (reference_wf, written, [("outputnode.dwi_file", "inputnode.dwi_file"),
+                                     ("outputnode.in_bval", "inputnode.in_bval"),
+                                     ("outputnode.dwiref", "inputnode.dwiref"),
+                                     ("outputnode.brain_mask", "inputnode.brain_mask")]),
+            (last, written, [("outputnode.out_ras", "inputnode.in_ras")]),
+        ]  # fmt: skip
+    if registered_anchor:
+        return [*connections, (written, similarity, [(f"outputnode.{SERIES_OUTPUT}", "in_file")])]
+    return connections + [
+        (reference_wf, similarity, [("outputnode.dwi_file", "in_file")]),
+        (last, similarity, [("outputnode.out_ras", "in_xforms")]),
+    ]
+
+
 def init_dwi_motion_wf(
     *,
     model: str = "gp",
@@ -306,28 +363,18 @@ def init_dwi_motion_wf(
     common = {"b0_threshold": b0_threshold, "seed": seed, "omp_nthreads": omp_nthreads, "mem_gb": mem_gb}
     reference_wf = init_dwi_reference_wf(b0_settings=registration_preset("b0", "Rigid", sloppy), **common)
     changes = pe.Node(niu.Merge(passes), name="changes", run_without_submitting=True)
-    final = pe.Node(
-        ResampleSeries(order=3, compress=True, num_threads=series_nthreads),
-        name="final",
-        mem_gb=2 * mem_gb,
-        n_procs=series_nthreads,
+    volume_changes = pe.Node(  # for the visual report (issue #4)
+        niu.Merge(passes, no_flatten=True), name="volume_changes", run_without_submitting=True
     )
-    # Scores each volume in the last pass's frame.  A registered shell anchor resamples the
-    # series in that frame for its shell means: the similarity reads it and runs while the
-    # anchor registers (one thread), instead of after ``final``.
     registered_anchor = shell_anchor in REGISTERED_ANCHORS
-    sim_threads = 1 if registered_anchor else series_nthreads
-    similarity = pe.Node(
-        VolumeSimilarity(num_threads=sim_threads),
-        name="similarity",
-        mem_gb=2 * mem_gb,  # the series read once, and resampled
-        n_procs=sim_threads,
+    final, similarity, confounds = _scoring_nodes(
+        transform=transform,
+        outlier_threshold=outlier_threshold,
+        b0_threshold=b0_threshold,
+        series_nthreads=series_nthreads,
+        registered_anchor=registered_anchor,
+        mem_gb=mem_gb,
     )
-    confounds = pe.Node(
-        MotionConfounds(transform=transform, outlier_threshold=outlier_threshold, b0_threshold=b0_threshold),
-        name="confounds",
-    )
-
     pass_wfs = [
         init_hmc_pass_wf(
             pass_index=index,
@@ -344,7 +391,6 @@ def init_dwi_motion_wf(
         )
         for index in range(1, passes + 1)
     ]
-    connections = _chain_passes(reference_wf, pass_wfs, changes)
     last = pass_wfs[-1]
     # The transforms written: the last pass's, each shell then moved onto the b0 reference.
     written = last
@@ -356,57 +402,36 @@ def init_dwi_motion_wf(
             series_nthreads=series_nthreads,
             **common,
         )
-        connections += [
-            (reference_wf, written, [("outputnode.dwi_file", "inputnode.dwi_file"),
-                                     ("outputnode.in_bval", "inputnode.in_bval"),
-                                     ("outputnode.dwiref", "inputnode.dwiref"),
-                                     ("outputnode.brain_mask", "inputnode.brain_mask")]),
-            (last, written, [("outputnode.out_ras", "inputnode.in_ras")]),
-        ]  # fmt: skip
-    if registered_anchor:
-        connections.append((written, similarity, [(f"outputnode.{SERIES_OUTPUT}", "in_file")]))
-    else:
-        connections += [
-            (reference_wf, similarity, [("outputnode.dwi_file", "in_file")]),
-            (last, similarity, [("outputnode.out_ras", "in_xforms")]),
-        ]
 
-    # fmt: off
-    workflow.connect(connections + [
-        (inputnode, reference_wf, [("dwi_file", "inputnode.dwi_file"), ("in_bval", "inputnode.in_bval"),
-                                   ("in_bvec", "inputnode.in_bvec"), ("in_mask", "inputnode.in_mask")]),
-        (reference_wf, final, [("outputnode.dwi_file", "in_file"), ("outputnode.in_bvec", "in_bvec")]),
-        (written, final, [("outputnode.out_ras", "in_xforms")]),
-        (last, similarity, [("outputnode.predictions", "predictions")]),
-        (reference_wf, similarity, [("outputnode.dwi_indices", "dwi_indices"),
-                                    ("outputnode.dwiref", "reference"),
-                                    ("outputnode.brain_mask", "in_mask")]),
-        (written, confounds, [("outputnode.out_ras", "in_xforms")]),
-        (reference_wf, confounds, [("outputnode.in_bval", "in_bval")]),
-        (similarity, confounds, [("similarity", "similarity")]),
-        (final, outputnode, [("out_file", "dwi_file"), ("out_bvec", "out_bvec")]),
-        (reference_wf, outputnode, [("outputnode.in_bval", "out_bval"), ("outputnode.dwiref", "dwiref"),
-                                    ("outputnode.brain_mask", "brain_mask")]),
-        (written, outputnode, [("outputnode.out_itk", "xforms"), ("outputnode.out_ras", "xforms_ras")]),
-        (last, outputnode, [("outputnode.predictions", "predictions")]),
-        (confounds, outputnode, [("out_file", "confounds"), ("out_metadata", "confounds_metadata")]),
-        (similarity, outputnode, [("similarity", "similarity")]),
-        (changes, outputnode, [("out", "pass_changes")]),
-    ])
-    # fmt: on
-
-    # Outputs for the visual report (issue #4): kept apart from the estimation graph above.
-    volume_changes = pe.Node(
-        niu.Merge(passes, no_flatten=True), name="volume_changes", run_without_submitting=True
-    )
     # fmt: off
     workflow.connect(
-        [(pass_wf, volume_changes, [("outputnode.changes", f"in{index}")])
-         for index, pass_wf in enumerate(pass_wfs, start=1)]
+        _chain_passes(reference_wf, pass_wfs, changes)
+        + _anchor_connections(reference_wf, last, written, similarity, registered_anchor)
+        + [(pass_wf, volume_changes, [("outputnode.changes", f"in{index}")])
+           for index, pass_wf in enumerate(pass_wfs, start=1)]
         + [
-            (reference_wf, outputnode, [("outputnode.dwi_file", "dwi_orig"),
+            (inputnode, reference_wf, [("dwi_file", "inputnode.dwi_file"), ("in_bval", "inputnode.in_bval"),
+                                       ("in_bvec", "inputnode.in_bvec"), ("in_mask", "inputnode.in_mask")]),
+            (reference_wf, final, [("outputnode.dwi_file", "in_file"), ("outputnode.in_bvec", "in_bvec")]),
+            (written, final, [("outputnode.out_ras", "in_xforms")]),
+            (last, similarity, [("outputnode.predictions", "predictions")]),
+            (reference_wf, similarity, [("outputnode.dwi_indices", "dwi_indices"),
+                                        ("outputnode.dwiref", "reference"),
+                                        ("outputnode.brain_mask", "in_mask")]),
+            (written, confounds, [("outputnode.out_ras", "in_xforms")]),
+            (reference_wf, confounds, [("outputnode.in_bval", "in_bval")]),
+            (similarity, confounds, [("similarity", "similarity")]),
+            (final, outputnode, [("out_file", "dwi_file"), ("out_bvec", "out_bvec")]),
+            (reference_wf, outputnode, [("outputnode.in_bval", "out_bval"), ("outputnode.dwiref", "dwiref"),
+                                        ("outputnode.brain_mask", "brain_mask"),
+                                        ("outputnode.dwi_file", "dwi_orig"),
                                         ("outputnode.in_bvec", "bvec_orig"),
                                         ("outputnode.dwi_indices", "dwi_indices")]),
+            (written, outputnode, [("outputnode.out_itk", "xforms"), ("outputnode.out_ras", "xforms_ras")]),
+            (last, outputnode, [("outputnode.predictions", "predictions")]),
+            (confounds, outputnode, [("out_file", "confounds"), ("out_metadata", "confounds_metadata")]),
+            (similarity, outputnode, [("similarity", "similarity")]),
+            (changes, outputnode, [("out", "pass_changes")]),
             (volume_changes, outputnode, [("out", "pass_volume_changes")]),
         ]
     )
