@@ -219,23 +219,15 @@ def _scoring_nodes(
     return final, similarity, confounds
 
 
-def _anchor_connections(
+def _similarity_inputs(
     reference_wf: Workflow, last: Workflow, written: Workflow, similarity: pe.Node, registered_anchor: bool
 ) -> list[tuple]:
-    """Connections of the shell anchor (``written``, unless it is the last pass) and the
-    series the similarity scores (the anchor's, when it resamples one)."""
-    connections = []
-    if written is not last:
-        connections += [
-            (reference_wf, written, [("outputnode.dwi_file", "inputnode.dwi_file"),
-                                     ("outputnode.in_bval", "inputnode.in_bval"),
-                                     ("outputnode.dwiref", "inputnode.dwiref"),
-                                     ("outputnode.brain_mask", "inputnode.brain_mask")]),
-            (last, written, [("outputnode.out_ras", "inputnode.in_ras")]),
-        ]  # fmt: skip
+    """Where the similarity reads the series it scores: the registered anchor's (``written``),
+    which it resamples in the last pass's frame anyway, or the original with the last pass's
+    transforms."""
     if registered_anchor:
-        return [*connections, (written, similarity, [(f"outputnode.{SERIES_OUTPUT}", "in_file")])]
-    return connections + [
+        return [(written, similarity, [(f"outputnode.{SERIES_OUTPUT}", "in_file")])]
+    return [
         (reference_wf, similarity, [("outputnode.dwi_file", "in_file")]),
         (last, similarity, [("outputnode.out_ras", "in_xforms")]),
     ]
@@ -393,7 +385,7 @@ def init_dwi_motion_wf(
     ]
     last = pass_wfs[-1]
     # The transforms written: the last pass's, each shell then moved onto the b0 reference.
-    written = last
+    written, anchor_inputs = last, []
     if shell_anchor != "none":
         written = init_shell_anchor_wf(
             anchor=shell_anchor,
@@ -402,11 +394,19 @@ def init_dwi_motion_wf(
             series_nthreads=series_nthreads,
             **common,
         )
+        anchor_inputs = [
+            (reference_wf, written, [("outputnode.dwi_file", "inputnode.dwi_file"),
+                                     ("outputnode.in_bval", "inputnode.in_bval"),
+                                     ("outputnode.dwiref", "inputnode.dwiref"),
+                                     ("outputnode.brain_mask", "inputnode.brain_mask")]),
+            (last, written, [("outputnode.out_ras", "inputnode.in_ras")]),
+        ]  # fmt: skip
 
     # fmt: off
     workflow.connect(
         _chain_passes(reference_wf, pass_wfs, changes)
-        + _anchor_connections(reference_wf, last, written, similarity, registered_anchor)
+        + anchor_inputs
+        + _similarity_inputs(reference_wf, last, written, similarity, registered_anchor)
         + [(pass_wf, volume_changes, [("outputnode.changes", f"in{index}")])
            for index, pass_wf in enumerate(pass_wfs, start=1)]
         + [
