@@ -225,8 +225,12 @@ class LeaveOneOutModel(ABC):
         mask = _train_mask(data.shape[1], int(target), train)
         return self._predict(data, bvals, bvecs, int(target), mask)
 
+    def _b0_columns(self, bvals: np.ndarray, train: np.ndarray) -> np.ndarray:
+        """The training volumes that are b0s (bool mask)."""
+        return train & (bvals <= self.b0_threshold)
+
     def _b0_mean(self, data: np.ndarray, bvals: np.ndarray, train: np.ndarray) -> np.ndarray:
-        sel = train & (bvals <= self.b0_threshold)
+        sel = self._b0_columns(bvals, train)
         if not sel.any():
             raise ModelError("no b0 volume is available to fit the model")
         return data[:, sel].mean(axis=1, dtype=np.float64)
@@ -567,7 +571,7 @@ class GPModel(LeaveOneOutModel):
         ``shell_mean`` is each voxel's mean over the training volumes of the lowest shell,
         acquired at ``bval``.  1 everywhere without a b0 among the training volumes.
         """
-        if self.free_water is None or not (train & (bvals <= self.b0_threshold)).any():
+        if self.free_water is None or not self._b0_columns(bvals, train).any():
             return 1.0
         low, high = self.free_water
         b0 = np.maximum(self._b0_mean(data, bvals, train), 1e-6)

@@ -98,6 +98,21 @@ def test_usage_pages_are_generated_from_the_parsers(generated):
     assert "--dry-run" in (generated / "slurm_usage.txt").read_text()
 
 
+def test_readme_option_table_matches_the_parser():
+    """The README's option table names every option of the parser, and quotes the GP's taper range."""
+    from dmriprep_motion.cli.parser import build_parser
+    from dmriprep_motion.models import GPModel
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| option | meaning |\n", 1)[1].split("\n\n", 1)[0]
+    for action in build_parser()._actions:
+        flags = [f for f in action.option_strings if f not in ("-h", "--help")]
+        if flags:  # one spelling of each option is enough (aliases such as --participant_label)
+            assert any(re.search(rf"`{re.escape(f)}(?![\w-])", table) for f in flags), flags
+    low, high = (f"{1e3 * adc:g}" for adc in GPModel.free_water_adc)
+    assert f"({low}–{high} µm²/ms)" in table
+
+
 def test_outputs_page_lists_every_derivative():
     from dmriprep_motion.bids import DERIVATIVE_SUFFIXES
 
