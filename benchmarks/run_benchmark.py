@@ -61,6 +61,8 @@ SCENARIOS = {
     # disagree as the method sees them; an identity transform scores 0)
     "real-static": ("real", {1000: 30}, 1, "none", None),
     "mni-static": ("mni", {1000: 30}, 1, "none", None),
+    # (since 2026-12-05) the same for real-multishell's scheme: each shell's own floor
+    "real-multishell-static": ("real", {1000: 20, 2000: 20, 3000: 20}, 3, "none", None),
 }
 
 METHODS = {

@@ -201,7 +201,9 @@ def test_control_scenarios_have_no_motion_and_no_noise(tmp_path, monkeypatch):
     from dmriprep_motion.testing.simulate import load_truth
 
     rb = _load("run_benchmark")
-    assert {rb.SCENARIOS[name][3:] for name in ("real-static", "mni-static")} == {("none", None)}
+    assert {rb.SCENARIOS[name][3:] for name in ("real-static", "mni-static", "real-multishell-static")} == {
+        ("none", None)
+    }
     small = sim.mni_phantom(resolution=4.0)
     monkeypatch.setattr(sim, "mni_phantom", lambda **_: small)
     data = []
