@@ -428,7 +428,8 @@ def measured_from_record(rec: dict):
 
 HEADER = (
     "| scenario | method | vols | median mean-disp err (mm) | max mean-disp err (mm) | RMSE (mm) "
-    "| median err, common offset removed (mm) | median rot err (deg) | median trans err (mm) "
+    "| median err, common offset removed (mm) | shells' offsets from the b0 (mm) "
+    "| median rot err (deg) | median trans err (mm) "
     "| median b-vec err (deg) | wall (s) | s/vol | CPU (s) | load | peak RSS (GB) | note |"
 )
 
@@ -445,17 +446,31 @@ def row(scenario: str, method: str, n_vol: int, res: dict) -> str:
     if method == "identity":
         tail = " – | – | – | – | – |"
     if m is None:
-        return base + " – |" * 7 + tail + f" FAILED: {res['error']} |"
+        return base + " – |" * 8 + tail + f" FAILED: {res['error']} |"
     note = "" if res["rotates_bvecs"] else "b-vectors not rotated by the tool"
     if method == "identity":
         note = "no correction: size of the injected motion"
     return (
         base + f" {m['median_mean_disp']:.3f} | {m['max_mean_disp']:.3f} | {m['rmse_mean_disp']:.3f} |"
-        f" {m['median_mean_disp_offset_removed']:.3f} |"
+        f" {m['median_mean_disp_offset_removed']:.3f} | {shell_offsets(m)} |"
         f" {m['median_rot_err']:.3f} | {m['median_trans_err']:.3f} | {m['median_bvec_err']:.2f} |"
         + tail
         + f" {note} |"
     )
+
+
+def shell_offsets(acc: dict) -> str:
+    """Each diffusion-weighted shell's common offset from the truth (mm), lowest b first.
+
+    The mean displacement of the shell's average residual transform (``group_offsets_disp`` of
+    :func:`~dmriprep_motion.testing.metrics.accuracy`; group 0, the b0s, left out); "–" for
+    records scored before it existed.
+    """
+    groups = acc.get("group_offsets_disp") or {}
+    cells = [
+        f"{value:.3f}" for key, value in sorted(groups.items(), key=lambda kv: int(kv[0])) if int(key) > 0
+    ]
+    return " / ".join(cells) or "–"
 
 
 def separator(header: str) -> str:

@@ -54,7 +54,7 @@ def test_benchmark_rows_match_the_header():
     width = rb.HEADER.count("|")
     acc = {"median_mean_disp": 0.4, "max_mean_disp": 0.7, "rmse_mean_disp": 0.5,
            "median_mean_disp_offset_removed": 0.2, "median_rot_err": 0.1, "median_trans_err": 0.3,
-           "median_bvec_err": 0.1}  # fmt: skip
+           "median_bvec_err": 0.1, "group_offsets_disp": {"2": 0.45, "0": 0.01, "1": 0.25}}  # fmt: skip
     ok = {"measured": Measured(0, 62.0, 7e8, "", cpu_time=120.0, load=2.1), "acc": acc, "rotates_bvecs": True}
     failed = {"measured": Measured(1, 5.0, 1e8, "boom"), "error": "exit 1: boom"}
     ident = {"measured": Measured(0, 0.0, 0, ""), "acc": acc, "rotates_bvecs": False}
@@ -62,6 +62,8 @@ def test_benchmark_rows_match_the_header():
     assert [r.count("|") for r in rows] == [width] * 3
     assert "| 62 | 2.00 | 120 | 2.1 | 0.70 |" in rows[0]
     assert "FAILED: exit 1: boom" in rows[1] and "no correction" in rows[2]
+    assert "| 0.200 | 0.250 / 0.450 | 0.100 |" in rows[0]  # each shell's offset, lowest b first, no b0s
+    assert rb.shell_offsets({}) == "–"  # records scored before the column existed
 
 
 @pytest.mark.slow
