@@ -113,6 +113,22 @@ def test_readme_option_table_matches_the_parser():
     assert f"({low}–{high} µm²/ms)" in table
 
 
+def _heading_anchor(title: str) -> str:
+    """GitHub's (and MyST's) anchor of a Markdown heading: lower case, punctuation dropped."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def test_benchmarks_readme_contents_link_every_section():
+    """The benchmarks README's contents list links every section, and every in-page link lands."""
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    headings = re.findall(r"^(#{2,6}) (.+)$", text, flags=re.MULTILINE)
+    anchors = {_heading_anchor(title) for _, title in headings}
+    links = re.findall(r"\]\(#([^)\s]+)\)", text)
+    assert set(links) <= anchors, sorted(set(links) - anchors)
+    sections = {_heading_anchor(title) for level, title in headings if level == "##"}
+    assert sections - {"contents"} <= set(links), sorted(sections - set(links) - {"contents"})
+
+
 def test_outputs_page_lists_every_derivative():
     from dmriprep_motion.bids import DERIVATIVE_SUFFIXES
 
