@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_benchmark import ALIGN_SEEDS, ants_rigid, real_phantom  # noqa: E402
+from run_benchmark import ALIGN_SEEDS, DEFAULT_CACHE, ants_rigid, corrected_source, real_phantom  # noqa: E402
 
 #: Known sub-voxel transforms (x, y, z in mm; rotations about x, y, z in degrees, about the brain
 #: centroid) for ``--known-shifts``
@@ -47,16 +47,22 @@ KNOWN_SHIFTS = (
 )
 
 
-def phantoms(names: list[str]):
-    """Yield ``(name, phantom)`` for the requested phantoms."""
+def phantoms(names: list[str], cache: Path = DEFAULT_CACHE):
+    """Yield ``(name, phantom)`` for the requested phantoms.
+
+    ``real-<runs>[-raw|-corrected]``: ``-raw`` keeps the b0 where it was acquired, ``-corrected``
+    fits ds-xa30 as corrected by dmriprep-motion (``run_benchmark.corrected_source``, kept in
+    ``cache``); ``mni-<resolution>``.
+    """
     from dmriprep_motion.testing import simulate as sim
 
     runs = {"ap": ("AP",), "joint": ("AP", "PA")}
     for name in names:
-        if name.startswith("real-"):  # real-<runs>[-raw]: -raw keeps the b0 where it was acquired
-            kind, _, raw = name[5:].partition("-")
-            yield name, real_phantom(runs[kind], align_b0=raw != "raw")
-        else:  # mni-<resolution>
+        if name.startswith("real-"):
+            kind, _, variant = name[5:].partition("-")
+            source = corrected_source(cache) if variant == "corrected" else None
+            yield name, real_phantom(runs[kind], align_b0=variant != "raw", source=source)
+        else:
             yield name, sim.mni_phantom(resolution=float(name.split("-")[1]))
 
 
@@ -116,7 +122,7 @@ def _print_known_shifts(opts) -> None:
     print("| phantom | shell | aligner | error for each known shift (mm) | mean | max |")
     print("|---|---|---|---|---|---|")
     aligners = {"on the grid": (), f"jittered, median of {len(ALIGN_SEEDS)} seeds": ALIGN_SEEDS}
-    for name, phantom in phantoms(opts.phantoms):
+    for name, phantom in phantoms(opts.phantoms, opts.cache_dir):
         for bval in opts.bvals:
             for label, seeds in aligners.items():
                 errs = known_shift_errors(phantom, bval, seeds)
@@ -129,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--phantoms", nargs="+", default=["real-joint-raw", "real-joint", "mni-3", "mni-2"],
-        help="real-ap, real-joint (ds-xa30 AP / AP+PA fits; add -raw to leave the b0 unaligned) "
-        "or mni-<resolution in mm>",
+        help="real-ap, real-joint (ds-xa30 AP / AP+PA fits; add -raw to leave the b0 unaligned, "
+        "-corrected to fit ds-xa30 as corrected by dmriprep-motion) or mni-<resolution in mm>",
     )  # fmt: skip
     parser.add_argument("--bvals", nargs="+", type=float, default=[1000.0, 3000.0])
     parser.add_argument(
@@ -141,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         "--against", type=float, default=0.0,
         help="register the mean of this shell instead of the b0 (0) to each shell of --bvals",
     )  # fmt: skip
+    parser.add_argument(
+        "--cache-dir", type=Path, default=DEFAULT_CACHE,
+        help="where the real-*-corrected phantoms keep ds-xa30 as corrected by dmriprep-motion",
+    )  # fmt: skip
     opts = parser.parse_args(argv)
     if opts.known_shifts:
         _print_known_shifts(opts)
@@ -148,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# phantom b0↔DWI frame check {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print("| phantom | shell | mean disp (mm) | max disp (mm) | rotation (deg) | translation x, y, z (mm) |")
     print("|---|---|---|---|---|---|")
-    for name, phantom in phantoms(opts.phantoms):
+    for name, phantom in phantoms(opts.phantoms, opts.cache_dir):
         for bval in opts.bvals:
             res = frame_offset(phantom, bval, opts.against)
             trans = ", ".join(f"{t:+.2f}" for t in res["translation"])

@@ -155,7 +155,44 @@ def ants_rigid(
     return matrix_from_params(np.median(motion_parameters(np.stack(matrices)), axis=0))
 
 
-def real_phantom(runs: tuple[str, ...] = ("AP", "PA"), *, align_b0: bool = True):
+#: ``--real-phantom``: what the real-data phantom is fitted to.  ``raw``: ds-xa30 as acquired
+#: (every table of benchmarks/README.md before 2026-12-05 09:00 UTC, and the default).
+#: ``corrected`` (since 2026-12-05): ds-xa30 corrected by dmriprep-motion itself with
+#: ``SOURCE_OPTIONS`` (:func:`corrected_source`), so that the phantom's maps do not carry the
+#: source's own motion and eddy-current shifts; built with the tool under test, it is reported
+#: next to ``raw``, not instead of it (benchmarks/README.md, "The real-data phantom's source").
+REAL_PHANTOMS = ("raw", "corrected")
+#: dmriprep-motion options of the ``corrected`` source: affine, to take out the eddy-current
+#: shears and scalings of the b=2500 volumes, and 5 passes (ds-xa30 converges slowly); the
+#: default seed
+SOURCE_OPTIONS = ("--transform", "Affine", "--passes", "5")
+#: what :func:`simulate` records next to a simulation, to refuse reusing it for another one
+SIMULATION_RECORD = "simulation.json"
+
+
+def corrected_source(cache: Path, *, nprocs: int = 2) -> Path:
+    """Folder of ds-xa30's runs corrected by dmriprep-motion (``SOURCE_OPTIONS``), made once.
+
+    The run is kept under ``cache / "ds-xa30-corrected"`` and reused by later calls; its log is
+    ``log.txt`` there.  Returns the folder of the ``sub-01_dir-{AP,PA}_desc-preproc_dwi`` files.
+    """
+    folder = cache / "ds-xa30-corrected"
+    dwi = folder / "out" / "sub-01" / "dwi"
+    if all((dwi / f"sub-01_dir-{pe}_desc-preproc_dwi.nii.gz").exists() for pe in ("AP", "PA")):
+        return dwi
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "dmriprep_motion", str(DS_XA30), str(folder / "out"), "participant",
+        "-w", str(folder / "work"), "--nprocs", str(nprocs), "--skip-bids-validation", *SOURCE_OPTIONS,
+    ]  # fmt: skip
+    with open(folder / "log.txt", "w") as log:
+        done = subprocess.run(cmd, env=_env(one_thread=False), stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"correcting ds-xa30 for the phantom failed; see {folder / 'log.txt'}")
+    return dwi
+
+
+def real_phantom(runs: tuple[str, ...] = ("AP", "PA"), *, align_b0: bool = True, source: Path | None = None):
     """The ds-xa30 phantom of the ``real-*`` scenarios (sub-01, the given phase-encoding runs).
 
     Both phase-encoding directions by default: their eddy-current shifts cancel in the joint fit.
@@ -163,33 +200,59 @@ def real_phantom(runs: tuple[str, ...] = ("AP", "PA"), *, align_b0: bool = True)
     :func:`dmriprep_motion.testing.simulate.real_data_phantom`), on the grid (``ants_rigid``
     with ``seeds=()``): the phantom of every published table (``runs_v3``) was built that way.
     Its jittered median (``ALIGN_SEEDS``) does not bring this phantom's b0 and diffusion-weighted
-    maps closer together (``phantom_frame.py``; see benchmarks/README.md).
+    maps closer together (``phantom_frame.py``; see benchmarks/README.md).  ``source``: a folder of
+    corrected runs (:func:`corrected_source`) to fit instead of ds-xa30 as acquired.
     """
     from functools import partial
 
     from dmriprep_motion.testing import simulate as sim
 
-    src = [DS_XA30 / "sub-01" / "dwi" / f"sub-01_dir-{pe}_dwi" for pe in runs]
+    if source is None:
+        src = [DS_XA30 / "sub-01" / "dwi" / f"sub-01_dir-{pe}_dwi" for pe in runs]
+    else:
+        src = [Path(source) / f"sub-01_dir-{pe}_desc-preproc_dwi" for pe in runs]
     files = ([f"{s}.{ext}" for s in src] for ext in ("nii.gz", "bval", "bvec"))
     return sim.real_data_phantom(*files, align_b0=partial(ants_rigid, seeds=()) if align_b0 else None)
 
 
-def simulate(name: str, folder: Path, seed: int) -> Path:
-    """Simulate scenario ``name`` into ``folder/bids`` (reused when present)."""
+def simulate(
+    name: str, folder: Path, seed: int, *, phantom: str = "raw", cache: Path = DEFAULT_CACHE, nprocs: int = 2
+) -> Path:
+    """Simulate scenario ``name`` into ``folder/bids`` (reused when present).
+
+    ``phantom`` (``REAL_PHANTOMS``) picks the real-data phantom's source (``cache`` and ``nprocs``:
+    where and how :func:`corrected_source` runs).  What was simulated is recorded in
+    ``folder/simulation.json``; a folder simulated with another seed or phantom is refused, not
+    reused (a folder without the record predates it: its seed is unknown, its phantom ``raw``).
+    """
     from dmriprep_motion.testing import simulate as sim
 
+    if phantom not in REAL_PHANTOMS:
+        raise ValueError(f"phantom must be one of {REAL_PHANTOMS} (got {phantom!r})")
+    kind, shells, n_b0, pattern, snr = SCENARIOS[name]
+    wanted = {"scenario": name, "seed": seed, "phantom": phantom if kind == "real" else kind}
     bids = folder / "bids"
     if (bids / "derivatives" / "truth").exists():
+        record_file = folder / SIMULATION_RECORD
+        legacy = {**wanted, "seed": None, "phantom": "raw" if kind == "real" else kind}
+        made = json.loads(record_file.read_text()) if record_file.exists() else legacy
+        if made["phantom"] != wanted["phantom"] or made["seed"] not in (None, seed):
+            raise SystemExit(
+                f"{folder} holds {name} simulated with seed {made['seed']} and the "
+                f"{made['phantom']} phantom, not seed {seed} and the {wanted['phantom']} one: "
+                "pass another --work"
+            )
         return bids
-    kind, shells, n_b0, pattern, snr = SCENARIOS[name]
     if kind == "real":
-        phantom = real_phantom()
+        source = corrected_source(cache, nprocs=nprocs) if phantom == "corrected" else None
+        model = real_phantom(source=source)
     else:
-        phantom = sim.mni_phantom(resolution=2.0)
+        model = sim.mni_phantom(resolution=2.0)
     bvals, bvecs = sim.make_scheme(n_b0=n_b0, shells=shells, seed=seed)
     params = sim.motion_pattern(pattern, len(bvals), seed=seed)
-    series = sim.simulate_series(phantom, bvals=bvals, bvecs_ras=bvecs, params=params, snr=snr, seed=seed)
+    series = sim.simulate_series(model, bvals=bvals, bvecs_ras=bvecs, params=params, snr=snr, seed=seed)
     sim.write_bids(series, bids, name=f"benchmark {name}")
+    (folder / SIMULATION_RECORD).write_text(json.dumps(wanted) + "\n")
     return bids
 
 
@@ -536,7 +599,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work", type=Path, default=DEFAULT_CACHE / "runs_v3", help="simulations and outputs"
     )
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="peer virtual environments")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="peer virtual environments, and ds-xa30 corrected for --real-phantom corrected",
+    )
+    parser.add_argument(
+        "--real-phantom",
+        choices=REAL_PHANTOMS,
+        default="raw",
+        help="fit the real-data phantom to ds-xa30 as acquired (raw, every table before 2026-12-05) "
+        "or after dmriprep-motion's own affine correction (corrected: its maps do not carry the "
+        "source's motion; built with the tool under test, so reported next to raw)",
+    )
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--output", type=Path, default=None, help="write the table (.md) and raw JSON here")
@@ -559,7 +635,9 @@ def main(argv: list[str] | None = None) -> int:
     print(separator(HEADER), flush=True)
     for scenario in opts.scenarios:
         folder = opts.work / scenario
-        bids = simulate(scenario, folder, opts.seed)
+        bids = simulate(
+            scenario, folder, opts.seed, phantom=opts.real_phantom, cache=opts.cache_dir, nprocs=opts.nprocs
+        )
         n_vol = len(np.loadtxt(bids / "sub-01" / "dwi" / "sub-01_dwi.bval"))
         for round_index, method in ((k, m) for k in range(opts.repeat) for m in round_order(opts.methods, k)):
             try:

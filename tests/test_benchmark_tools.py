@@ -1,8 +1,10 @@
 """The benchmark scripts' helpers: per-pass transforms, table rows, the phantom frame check."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -218,3 +220,69 @@ def test_control_scenarios_have_no_motion_and_no_noise(tmp_path, monkeypatch):
     assert data[0].shape[-1] == 31
     np.testing.assert_array_equal(data[0][..., 0], data[1][..., 0])
     assert data[0][..., 0].max() > 0
+
+
+def test_simulations_are_recorded_and_never_reused_for_another_one(tmp_path, monkeypatch):
+    """A work folder keeps what it simulated (seed, phantom) and refuses another simulation."""
+    from dmriprep_motion.testing import simulate as sim
+
+    rb = _load("run_benchmark")
+    small = sim.mni_phantom(resolution=4.0)
+    monkeypatch.setattr(sim, "mni_phantom", lambda **_: small)
+    folder = tmp_path / "mni-static"
+    bids = rb.simulate("mni-static", folder, 3)
+    record = json.loads((folder / rb.SIMULATION_RECORD).read_text())
+    assert record == {"scenario": "mni-static", "seed": 3, "phantom": "mni"}
+    assert rb.simulate("mni-static", folder, 3) == bids  # reused
+    with pytest.raises(SystemExit, match="seed 3 .* not seed 4"):
+        rb.simulate("mni-static", folder, 4)
+    # a folder simulated before the record existed: any seed, the raw real-data phantom only
+    real = tmp_path / "real-static"
+    (real / "bids" / "derivatives" / "truth").mkdir(parents=True)
+    assert rb.simulate("real-static", real, 4) == real / "bids"
+    with pytest.raises(SystemExit, match="raw phantom, not seed 4 and the corrected one"):
+        rb.simulate("real-static", real, 4, phantom="corrected")
+    with pytest.raises(ValueError, match="phantom must be one of"):
+        rb.simulate("real-static", real, 4, phantom="smooth")
+
+
+def test_corrected_source_runs_dmriprep_motion_once(tmp_path, monkeypatch):
+    """The corrected phantom's source: ds-xa30 through dmriprep-motion (affine), made once."""
+    rb = _load("run_benchmark")
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("participant") - 1]) / "sub-01" / "dwi"
+        out.mkdir(parents=True, exist_ok=True)
+        for pe in ("AP", "PA"):
+            (out / f"sub-01_dir-{pe}_desc-preproc_dwi.nii.gz").write_bytes(b"")
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(rb.subprocess, "run", fake_run)
+    dwi = rb.corrected_source(tmp_path, nprocs=1)
+    assert dwi == tmp_path / "ds-xa30-corrected" / "out" / "sub-01" / "dwi"
+    assert rb.corrected_source(tmp_path) == dwi and len(calls) == 1  # reused, not re-run
+    cmd = calls[0]
+    assert cmd[cmd.index("-m") + 1] == "dmriprep_motion" and str(rb.DS_XA30) in cmd
+    assert cmd[cmd.index("--transform") + 1] == "Affine" and cmd[cmd.index("--nprocs") + 1] == "1"
+
+    monkeypatch.setattr(rb.subprocess, "run", lambda cmd, **kwargs: SimpleNamespace(returncode=1))
+    with pytest.raises(RuntimeError, match="log.txt"):
+        rb.corrected_source(tmp_path / "other")
+
+
+def test_real_phantom_fits_the_corrected_runs(monkeypatch):
+    """``source`` swaps ds-xa30 as acquired for the corrected runs (and their rotated b-vectors)."""
+    from dmriprep_motion.testing import simulate as sim
+
+    rb = _load("run_benchmark")
+    seen = {}
+    monkeypatch.setattr(sim, "real_data_phantom", lambda *files, **kw: seen.update(files=files, **kw))
+    rb.real_phantom(source=Path("/corrected"))
+    dwis, bvals, bvecs = seen["files"]
+    assert dwis == [f"/corrected/sub-01_dir-{pe}_desc-preproc_dwi.nii.gz" for pe in ("AP", "PA")]
+    assert bvecs[1] == "/corrected/sub-01_dir-PA_desc-preproc_dwi.bvec" and seen["align_b0"] is not None
+    rb.real_phantom(("AP",), align_b0=False)
+    assert seen["files"][0] == [f"{rb.DS_XA30}/sub-01/dwi/sub-01_dir-AP_dwi.nii.gz"]
+    assert seen["align_b0"] is None
