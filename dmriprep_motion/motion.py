@@ -315,36 +315,6 @@ def is_identity(xform: np.ndarray, atol: float = 1e-9) -> bool:
     return bool(np.allclose(np.asarray(xform, dtype=float), np.eye(4), rtol=0.0, atol=atol))
 
 
-def fov_coverage(affine: np.ndarray, xform_ras: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Share of each voxel that a volume's field of view covers once resampled with ``xform_ras``.
-
-    1 where the moved volume has data, 0 beyond its field of view (a head moved along the slab
-    leaves no data there once aligned), linear across the border voxel (an order-1 resampling
-    of ones, as :func:`resample_volume` would move the volume).  Ones for the identity.
-    """
-    ones = np.ones(shape, dtype=np.float32)
-    if is_identity(xform_ras):
-        return ones
-    return resample_volume(ones, affine, xform_ras, affine, shape, order=1)
-
-
-def covered_mean(
-    moved: np.ndarray, affine: np.ndarray, xforms_ras: np.ndarray, *, n_threads: int = 1
-) -> np.ndarray:
-    """Mean of resampled volumes, each voxel over the volumes whose field of view covers it.
-
-    ``moved`` (X, Y, Z, K) holds the volumes resampled with ``xforms_ras`` (K, 4, 4).  A plain
-    mean dims the voxels that some volumes moved out of (zeros beyond their field of view) by
-    the share of such volumes: near the ends of a slab that holds the brain, an edge that no
-    anatomy made, and that biases a registration to the mean.  Voxels no volume covers are 0.
-    """
-    shape = moved.shape[:3]
-    coverage = thread_map(lambda xfm: fov_coverage(affine, xfm, shape), list(xforms_ras), n_threads=n_threads)
-    total_cover = np.sum(coverage, axis=0, dtype=np.float64)
-    total = moved.sum(axis=-1, dtype=np.float64)
-    return np.where(total_cover > 1e-3, total / np.maximum(total_cover, 1e-3), 0.0)
-
-
 def thread_map(func: Callable, *iterables: Iterable, n_threads: int = 1) -> list:
     """``list(map(func, *iterables))``, with ``n_threads`` calls at once when above 1.
 

@@ -20,8 +20,6 @@ from nipype.interfaces.base import (
 from dmriprep_motion.gradients import load_gradient_table, rotate_bvecs, write_bvecs, write_fsl
 from dmriprep_motion.interfaces.transforms import AUTO_MAX_BVAL, anchor_targets
 from dmriprep_motion.motion import (
-    covered_mean,
-    fov_coverage,
     resample_series,
     resample_volume,
     resample_volumes,
@@ -274,11 +272,7 @@ class ShellMeans(SimpleInterface):
         out_series = save_like(moved, img, Path(runtime.cwd) / "series.nii")
         out_files, shells = [], []
         for label in range(1, labels.max() + 1):
-            # over the volumes that cover each voxel: a head moved along the slab leaves a
-            # plain mean dimmed near its ends, which pulled the anchor (as the b0 reference's did)
-            chosen = labels == label
-            threads = self.inputs.num_threads
-            mean = covered_mean(moved[..., chosen], img.affine, xforms[chosen], n_threads=threads)
+            mean = moved[..., labels == label].mean(axis=-1, dtype=np.float64)
             out_files.append(save_like(mean, img, Path(runtime.cwd) / f"shell{label:02d}_mean.nii"))
             shells.append(int(label))
         shell_bvals = shell_bvalues(bvals, self.inputs.b0_threshold)
@@ -337,7 +331,10 @@ class B0Reference(SimpleInterface):
                 continue
             matrix = load_itk(xfm)
             total += resample_volume(vol, img.affine, matrix, img.affine, shape)
-            coverage += fov_coverage(img.affine, matrix, shape)
+            # the share of each voxel that this b0's field of view covers once aligned
+            coverage += resample_volume(
+                np.ones(shape, np.float32), img.affine, matrix, img.affine, shape, order=1
+            )
         ref = np.where(coverage > 1e-3, total / np.maximum(coverage, 1e-3), 0.0)
         self._results["out_file"] = save_like(ref, img, Path(runtime.cwd) / "dwiref.nii.gz")
         return runtime
