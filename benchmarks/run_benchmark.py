@@ -16,6 +16,10 @@ use with ``python -m venv`` + ``pip install``), so the project's environment sta
   NiFreeze 0.1.0 patched (``peers/nifreeze_patched.py``); ``nifreeze-dti-b0fit-patched``, a third
   too (its tensor fitted with the b0).
 
+The real-data phantom is fitted to ds-xa30 as acquired (``--real-phantom raw``, the default) or
+after dmriprep-motion's own affine correction (``--real-phantom corrected``, kept under
+``--cache-dir``).  A work folder records the seed and phantom of its simulations and refuses others.
+
 Example (the command of benchmarks/README.md)::
 
     PYTHONPATH=. python benchmarks/run_benchmark.py --scenarios real-moderate real-spikes real-large \\
