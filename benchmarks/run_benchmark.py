@@ -177,7 +177,8 @@ SIMULATION_RECORD = "simulation.json"
 def corrected_source(cache: Path, *, nprocs: int = 2) -> Path:
     """Folder of ds-xa30's runs corrected by dmriprep-motion (``SOURCE_OPTIONS``), made once.
 
-    The run is kept under ``cache / "ds-xa30-corrected"`` and reused by later calls; its log is
+    The run is kept under ``cache / "ds-xa30-corrected"`` and reused by later calls, whatever
+    version of dmriprep-motion they run (delete the folder to rebuild it with another); its log is
     ``log.txt`` there.  Returns the folder of the ``sub-01_dir-{AP,PA}_desc-preproc_dwi`` files.
     """
     folder = cache / "ds-xa30-corrected"
@@ -241,8 +242,9 @@ def simulate(
         legacy = {**wanted, "seed": None, "phantom": "raw" if kind == "real" else kind}
         made = json.loads(record_file.read_text()) if record_file.exists() else legacy
         if made["phantom"] != wanted["phantom"] or made["seed"] not in (None, seed):
+            made_seed = "an unrecorded seed" if made["seed"] is None else f"seed {made['seed']}"
             raise SystemExit(
-                f"{folder} holds {name} simulated with seed {made['seed']} and the "
+                f"{folder} holds {name} simulated with {made_seed} and the "
                 f"{made['phantom']} phantom, not seed {seed} and the {wanted['phantom']} one: "
                 "pass another --work"
             )

@@ -240,7 +240,8 @@ def test_simulations_are_recorded_and_never_reused_for_another_one(tmp_path, mon
     real = tmp_path / "real-static"
     (real / "bids" / "derivatives" / "truth").mkdir(parents=True)
     assert rb.simulate("real-static", real, 4) == real / "bids"
-    with pytest.raises(SystemExit, match="raw phantom, not seed 4 and the corrected one"):
+    refused = "an unrecorded seed and the raw phantom, not seed 4 and the corrected one"
+    with pytest.raises(SystemExit, match=refused):
         rb.simulate("real-static", real, 4, phantom="corrected")
     with pytest.raises(ValueError, match="phantom must be one of"):
         rb.simulate("real-static", real, 4, phantom="smooth")
