@@ -174,6 +174,15 @@ SOURCE_OPTIONS = ("--transform", "Affine", "--passes", "5")
 SIMULATION_RECORD = "simulation.json"
 
 
+def dmriprep_command(bids: Path, folder: Path, *options: str, nprocs: int) -> list[str]:
+    """dmriprep-motion's command line on ``bids`` (this environment's Python), outputs in
+    ``folder/out`` and work directory in ``folder/work``, without BIDS validation."""
+    return [
+        sys.executable, "-m", "dmriprep_motion", str(bids), str(folder / "out"), "participant",
+        "-w", str(folder / "work"), "--nprocs", str(nprocs), "--skip-bids-validation", *options,
+    ]  # fmt: skip
+
+
 def corrected_source(cache: Path, *, nprocs: int = 2) -> Path:
     """Folder of ds-xa30's runs corrected by dmriprep-motion (``SOURCE_OPTIONS``), made once.
 
@@ -186,10 +195,7 @@ def corrected_source(cache: Path, *, nprocs: int = 2) -> Path:
     if all((dwi / f"sub-01_dir-{pe}_desc-preproc_dwi.nii.gz").exists() for pe in ("AP", "PA")):
         return dwi
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable, "-m", "dmriprep_motion", str(DS_XA30), str(folder / "out"), "participant",
-        "-w", str(folder / "work"), "--nprocs", str(nprocs), "--skip-bids-validation", *SOURCE_OPTIONS,
-    ]  # fmt: skip
+    cmd = dmriprep_command(DS_XA30, folder, *SOURCE_OPTIONS, nprocs=nprocs)
     with open(folder / "log.txt", "w") as log:
         done = subprocess.run(cmd, env=_env(one_thread=False), stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
@@ -330,23 +336,7 @@ def run_method(
     log = out / "log.txt"
     env = _env(one_thread=not method.startswith("dmriprep"))
     if method.startswith("dmriprep"):
-        cmd = [
-            sys.executable,
-            "-m",
-            "dmriprep_motion",
-            str(bids),
-            str(out / "out"),
-            "participant",
-            "-w",
-            str(out / "work"),
-            "--nprocs",
-            str(nprocs),
-            "--seed",
-            str(seed),
-            "--skip-bids-validation",
-            *METHODS[method],
-            *extra,
-        ]
+        cmd = dmriprep_command(bids, out, "--seed", str(seed), *METHODS[method], *extra, nprocs=nprocs)
         res = run_measured(cmd, env=env, log=log)
         return {"measured": res, **outputs(method, folder)}
     if method == "identity":
