@@ -315,38 +315,6 @@ def is_identity(xform: np.ndarray, atol: float = 1e-9) -> bool:
     return bool(np.allclose(np.asarray(xform, dtype=float), np.eye(4), rtol=0.0, atol=atol))
 
 
-def covered_by_all(mask: np.ndarray, affine: np.ndarray, xforms_ras: np.ndarray) -> np.ndarray:
-    """The voxels of ``mask`` that every volume's field of view covers once resampled.
-
-    A voxel ``x`` of a volume resampled with ``T`` (see :func:`resample_volume`) reads the
-    original volume at ``T x``; beyond the original grid it is zero (or, within one voxel of
-    its edge, partly zero).  This keeps the voxels whose ``T x`` falls inside the grid for
-    every transform of ``xforms_ras`` (K, 4, 4): there, every resampled volume has data.
-
-    Parameters
-    ----------
-    mask : boolean 3D array
-        The voxels to check, on the grid of ``affine``.
-    xforms_ras : (K, 4, 4) array
-        Reference-to-moved RAS+ transforms.
-
-    Returns
-    -------
-    Boolean 3D array, a subset of ``mask``.
-    """
-    shape = np.array(mask.shape[:3], dtype=float)
-    where = np.nonzero(mask)
-    points = np.vstack([np.array(where, dtype=float), np.ones((1, len(where[0])))])
-    inside = np.ones(points.shape[1], dtype=bool)
-    inv = np.linalg.inv(affine)
-    for xform in np.asarray(xforms_ras, dtype=float).reshape(-1, 4, 4):
-        vox = (inv @ xform @ affine @ points)[:3]
-        inside &= np.all((vox >= 0.0) & (vox <= shape[:, None] - 1.0), axis=0)
-    covered = np.zeros(mask.shape[:3], dtype=bool)
-    covered[tuple(axis[inside] for axis in where)] = True
-    return covered
-
-
 def thread_map(func: Callable, *iterables: Iterable, n_threads: int = 1) -> list:
     """``list(map(func, *iterables))``, with ``n_threads`` calls at once when above 1.
 

@@ -20,7 +20,6 @@ from nipype.interfaces.base import (
 from dmriprep_motion.gradients import load_gradient_table, rotate_bvecs, write_bvecs, write_fsl
 from dmriprep_motion.interfaces.transforms import AUTO_MAX_BVAL, anchor_targets
 from dmriprep_motion.motion import (
-    covered_by_all,
     resample_series,
     resample_volume,
     resample_volumes,
@@ -236,7 +235,6 @@ class _ShellMeansInputSpec(BaseInterfaceInputSpec):
         AUTO_MAX_BVAL, usedefault=True, desc="method auto: shells up to this b-value are registered to the b0"
     )
     num_threads = traits.Int(1, usedefault=True, desc="volumes resampled at once")
-    in_mask = File(exists=True, desc="brain mask (out_mask keeps the part every volume covers)")
 
 
 class _ShellMeansOutputSpec(TraitedSpec):
@@ -247,11 +245,6 @@ class _ShellMeansOutputSpec(TraitedSpec):
     )
     skip = traits.List(traits.Bool, desc="per shell, whether its registration is skipped (median anchor)")
     out_series = File(exists=True, desc="every volume resampled with its transform (not anchored)")
-    out_mask = File(desc="with in_mask: its voxels that every diffusion-weighted volume covers")
-
-
-#: The covered part of the brain mask replaces it only when it keeps at least this share.
-MIN_COVERED_SHARE = 0.5
 
 
 class ShellMeans(SimpleInterface):
@@ -261,11 +254,6 @@ class ShellMeans(SimpleInterface):
     transforms.anchor_targets`): the b0 reference, or the mean of a lower shell.  The whole
     series resampled with the transforms is written too (uncompressed): the similarity of
     each volume to its prediction is scored on it while the shells are registered.
-
-    With ``in_mask``, ``out_mask`` is the part of the brain mask that every diffusion-weighted
-    volume covers once moved: a head moved along the slab leaves the shell means partly empty
-    near the slab's ends, an edge no anatomy made, which would pull the registration.  Should
-    that part keep less than :data:`MIN_COVERED_SHARE` of the brain, the whole mask is kept.
     """
 
     input_spec = _ShellMeansInputSpec
@@ -298,24 +286,7 @@ class ShellMeans(SimpleInterface):
             skip=[target is None for target in targets],
             out_series=out_series,
         )
-        if isdefined(self.inputs.in_mask):
-            self._results["out_mask"] = self._covered_mask(img, xforms[labels > 0], runtime.cwd)
         return runtime
-
-    def _covered_mask(self, img: nb.Nifti1Image, xforms: np.ndarray, cwd: str) -> Path:
-        brain = np.asanyarray(nb.load(self.inputs.in_mask).dataobj).reshape(img.shape[:3]) > 0
-        covered = covered_by_all(brain, img.affine, xforms)
-        share = covered.sum() / max(int(brain.sum()), 1)
-        if share < MIN_COVERED_SHARE:
-            LOGGER.warning(
-                "the diffusion-weighted volumes all cover only %.0f%% of the brain mask: the shells "
-                "are registered within the whole mask",
-                100 * share,
-            )
-            covered = brain
-        else:
-            LOGGER.info("shell anchor: %.1f%% of the brain mask is covered by every volume", 100 * share)
-        return save_like(covered, img, Path(cwd) / "covered_mask.nii.gz", np.uint8)
 
 
 class _B0RefInputSpec(BaseInterfaceInputSpec):

@@ -111,12 +111,10 @@ def init_shell_anchor_wf(
         )
         connections += [
             (inputnode, shell_means, [("dwi_file", "in_file"), ("in_bval", "in_bval"),
-                                      ("in_ras", "in_xforms"), ("dwiref", "in_reference"),
-                                      ("brain_mask", "in_mask")]),
-            # the brain only (the dilated margin of the fitting mask holds scalp and CSF signal
-            # that the b0 shows and diffusion weighting suppresses, which biases the metric),
-            # and of it what every volume covers once moved (see ShellMeans)
-            (shell_means, align_shells, [("out_mask", "fixed_image_masks")]),
+                                      ("in_ras", "in_xforms"), ("dwiref", "in_reference")]),
+            # the brain only: the dilated margin of the fitting mask holds scalp and CSF signal
+            # that the b0 shows and diffusion weighting suppresses, which biases the metric
+            (inputnode, align_shells, [("brain_mask", "fixed_image_masks")]),
             (shell_means, align_shells, [("fixed_files", "fixed_image"), ("out_files", "moving_image"),
                                          ("skip", "skip")]),
             (shell_means, anchor_node, [("shells", "shells")]),
