@@ -60,6 +60,10 @@ SCENARIOS = {
     # the multi-shell scheme on the phantom whose contrasts agree (since 2026-12-04): how the
     # shells above b=1500 are tied to the b0, without the real-data phantom's b0<->DWI ambiguity
     "mni-multishell": ("mni", {1000: 20, 2000: 20, 3000: 20}, 3, "moderate", 20.0),
+    # (since 2026-12-05 13:00 UTC) the MNI head acquired in a slab that its brain fills at both
+    # ends, as ds-xa30's does (SLAB_CUT): a clean truth with the real data's slab, where motion
+    # moves tissue into and out of the field of view
+    "mni-slab-moderate": ("mni-slab", {1000: 30}, 1, "moderate", 20.0),
     # controls (since 2026-12-04 23:40 UTC), not targets: no motion and no noise, so every error
     # a method reports is the phantom's own floor (how far its b0 and diffusion-weighted contrasts
     # disagree as the method sees them; an identity transform scores 0)
@@ -68,6 +72,9 @@ SCENARIOS = {
     # (since 2026-12-05) the same for real-multishell's scheme: each shell's own floor
     "real-multishell-static": ("real", {1000: 20, 2000: 20, 3000: 20}, 3, "none", None),
 }
+
+#: Slices of brain that ``mni-slab-*`` scenarios leave out below (cerebellum) and above (vertex).
+SLAB_CUT = (12, 8)
 
 METHODS = {
     "identity": None,  # no correction: the size of the injected motion, as a reference row
@@ -263,6 +270,8 @@ def simulate(
     bvals, bvecs = sim.make_scheme(n_b0=n_b0, shells=shells, seed=seed)
     params = sim.motion_pattern(pattern, len(bvals), seed=seed)
     series = sim.simulate_series(model, bvals=bvals, bvecs_ras=bvecs, params=params, snr=snr, seed=seed)
+    if kind == "mni-slab":
+        series = sim.acquire_slab(series, below=SLAB_CUT[0], above=SLAB_CUT[1])
     sim.write_bids(series, bids, name=f"benchmark {name}")
     (folder / SIMULATION_RECORD).write_text(json.dumps(wanted) + "\n")
     return bids

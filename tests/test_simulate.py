@@ -219,6 +219,35 @@ def test_mni_phantom():
     assert ph.signal(1000, [0, 0, 1])[ph.mask].mean() < 0.6 * s0[ph.mask].mean()
 
 
+def test_slab_acquisition_sees_tissue_moved_into_it(tmp_path):
+    """Cut after the motion, a slab's end slice shows the tissue moved in from beyond it (cut
+    first, it would be zeros); grid, world coordinates, mask and truth are those of the slab."""
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-12.0, -12.0, -20.0]
+    shape = (12, 12, 20)
+    mask = np.zeros(shape, bool)
+    mask[3:9, 3:9, 3:17] = True
+    head = np.broadcast_to(100.0 + 10.0 * np.arange(shape[2]), shape) * (1.0 + mask)
+    compartment = sim.Compartment(s0=head, tensor=np.zeros((*shape, 3, 3)))
+    ph = sim.Phantom(affine=affine, compartments=[compartment], mask=mask)
+    params = np.zeros((2, 6))
+    params[1, 2] = -4.0  # the head moves 2 slices down: tissue above the slab enters it
+    series = sim.simulate_series(ph, bvals=np.zeros(2), bvecs_ras=np.zeros((2, 3)), params=params, snr=None)
+    slab = sim.acquire_slab(series, below=2, above=3)
+    assert slab.data.shape == (12, 12, 9, 2) and slab.mask.shape == (12, 12, 9)  # slices 5-13
+    assert np.array_equal(slab.mask, mask[:, :, 5:14])
+    assert slab.mask[..., 0].any() and slab.mask[..., -1].any()
+    assert np.allclose(slab.affine @ [0, 0, 0, 1], affine @ [0, 0, 5, 1])
+    assert np.array_equal(slab.data, series.data[:, :, 5:14])
+    top = slab.data[..., -1, 1]  # slice 13 shows the head's slice 15, which the slab does not hold
+    assert np.allclose(top[mask[..., 15]], 2 * (100.0 + 10.0 * 15), rtol=1e-3)
+    assert np.array_equal(slab.motions, series.motions) and np.array_equal(slab.head_bvecs, series.head_bvecs)
+    assert slab.metadata["Slab"] == {"below": 2, "above": 3}
+    sim.write_bids(slab, tmp_path / "bids")  # the record is JSON-serializable
+    with pytest.raises(ValueError, match="no slab"):
+        sim.acquire_slab(series, below=8, above=7)
+
+
 def test_tree_rss_counts_this_process():
     assert tree_rss(__import__("os").getpid()) > 10_000_000
 

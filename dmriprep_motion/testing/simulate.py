@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nb
@@ -331,6 +331,34 @@ def simulate_series(
         mask=phantom.mask.copy(),
         sigma=sigma,
         metadata={"Phantom": phantom.description, "SNR": snr, "NoiseSigma": sigma, "Seed": seed},
+    )
+
+
+def acquire_slab(series: SimulatedSeries, *, below: int, above: int) -> SimulatedSeries:
+    """The series as a slab that the brain fills at both ends acquires it.
+
+    Keeps the slices from ``below`` slices above the lowest slice holding brain (in the reference
+    frame) to ``above`` slices under the highest, the grid's third axis, and the same world
+    coordinates (the affine's origin moves with the cut).  Simulated on the whole head and cut
+    afterwards, moved volumes show the tissue that motion brings into the slab and lose the tissue
+    it takes out, as an acquisition does, instead of zeros.  The truth (transforms, head-frame
+    b-vectors) is in world coordinates and does not change.
+    """
+    slices = np.nonzero(series.mask.any(axis=(0, 1)))[0]
+    if slices.size == 0:
+        raise ValueError("the series has an empty brain mask")
+    lo, hi = int(slices[0]) + below, int(slices[-1]) - above + 1
+    if hi - lo < 2:
+        raise ValueError(f"cutting {below} and {above} slices leaves no slab of brain")
+    affine = series.affine.copy()
+    affine[:3, 3] = series.affine[:3, :3] @ np.array([0.0, 0.0, lo]) + series.affine[:3, 3]
+    metadata = {**series.metadata, "Slab": {"below": below, "above": above}}
+    return replace(
+        series,
+        data=np.ascontiguousarray(series.data[:, :, lo:hi]),
+        affine=affine,
+        mask=series.mask[:, :, lo:hi].copy(),
+        metadata=metadata,
     )
 
 
