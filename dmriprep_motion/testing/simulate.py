@@ -335,11 +335,11 @@ def simulate_series(
 
 
 def acquire_slab(series: SimulatedSeries, *, below: int, above: int) -> SimulatedSeries:
-    """The series as a slab that the brain fills at both ends acquires it.
+    """Cut a simulated series to a slab of slices that the brain fills at both ends.
 
-    Keeps the slices from ``below`` slices above the lowest slice holding brain (in the reference
-    frame) to ``above`` slices under the highest, the grid's third axis, and the same world
-    coordinates (the affine's origin moves with the cut).  Simulated on the whole head and cut
+    Along the grid's third axis, ``below`` slices of brain are left out at the bottom and
+    ``above`` at the top (slices of the reference frame's brain mask); world coordinates stay the
+    same (the affine's origin moves with the cut).  Simulated on the whole head and cut
     afterwards, moved volumes show the tissue that motion brings into the slab and lose the tissue
     it takes out, as an acquisition does, instead of zeros.  The truth (transforms, head-frame
     b-vectors) is in world coordinates and does not change.
