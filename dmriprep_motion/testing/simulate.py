@@ -351,7 +351,7 @@ def acquire_slab(series: SimulatedSeries, *, below: int, above: int) -> Simulate
     if hi - lo < 2:
         raise ValueError(f"cutting {below} and {above} slices leaves no slab of brain")
     affine = series.affine.copy()
-    affine[:3, 3] = series.affine[:3, :3] @ np.array([0.0, 0.0, lo]) + series.affine[:3, 3]
+    affine[:3, 3] = nb.affines.apply_affine(series.affine, [0, 0, lo])
     metadata = {**series.metadata, "Slab": {"below": below, "above": above}}
     return replace(
         series,
