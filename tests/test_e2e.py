@@ -7,7 +7,9 @@ import nibabel as nb
 import numpy as np
 import pytest
 
+from dmriprep_motion.data import registration_preset
 from dmriprep_motion.motion import load_itk_series
+from dmriprep_motion.sampling import MAX_SAMPLES_SLOPPY
 from tests.conftest import tree_digest
 
 RUNS = ("sub-01_dir-AP", "sub-01_dir-PA")
@@ -46,7 +48,18 @@ def test_derivatives_exist_with_right_shapes(xa30_run, ds_xa30, stem):
     assert sidecar["SkullStripped"] is False
     assert sidecar["Sources"] == [f"bids:raw:sub-01/dwi/{stem}_dwi.nii.gz"]
     assert sidecar["MotionCorrection"]["Transform"] == "Rigid"
+    assert sidecar["MotionCorrection"]["RegistrationMaxSamples"] == MAX_SAMPLES_SLOPPY  # --sloppy
     assert sidecar["PhaseEncodingDirection"]  # source metadata kept
+
+
+def test_a_3mm_series_keeps_the_presets_sampling(xa30_run):
+    """ds-xa30's brain (3 mm) is below the cap: every registration samples the preset's share,
+    with the very command line the preset gives (the cap only acts on finer grids)."""
+    _, work, _ = xa30_run
+    commands = [p.read_text() for p in work.rglob("hmc_pass*_wf/register/mapflow/_register*/command.txt")]
+    assert len(commands) >= 20
+    share = json.loads(registration_preset("dwi", "Rigid", True).read_text())["sampling_percentage"][0]
+    assert all(f"Regular, {share:g} ]" in cmd for cmd in commands)
 
 
 def test_confounds_match_transforms(xa30_run):

@@ -1,6 +1,8 @@
 """Estimation strategy: anchoring, early stopping, outliers, presets, seeds, affine confounds."""
 
 import json
+import logging
+import math
 from pathlib import Path
 
 import nibabel as nb
@@ -11,7 +13,7 @@ from dmriprep_motion.confounds import confounds_table
 from dmriprep_motion.data import registration_preset
 from dmriprep_motion.interfaces.registration import SkippableRegistration
 from dmriprep_motion.interfaces.transforms import AnchorShells, CheckConvergence, anchor_targets
-from dmriprep_motion.motion import matrix_from_params, motion_parameters, write_itk
+from dmriprep_motion.motion import load_itk, matrix_from_params, motion_parameters, write_itk
 from dmriprep_motion.outliers import flag_outliers, robust_z
 from dmriprep_motion.workflows.registration import configure_registration
 
@@ -671,3 +673,92 @@ def test_auto_anchor_puts_every_shell_back_at_the_b0(tmp_path):
     (tmp_path / "median").mkdir()
     median = transform_errors(_anchor(tmp_path / "median", last_pass, bvals), series.motions, points)
     assert np.median(median["mean_disp"][1:]) > 0.5, median["mean_disp"]
+
+
+def test_sampling_cap_keeps_small_grids_and_caps_large_ones():
+    """A 3 mm brain keeps the preset's share (the same ANTs command); a 2 mm or finer brain is
+    sampled at most ``max_samples`` times, with a percentage ANTs reads back as that step."""
+    from dmriprep_motion.sampling import MAX_SAMPLES, capped_percentage, regular_step
+
+    assert regular_step(0.4) == 3 and regular_step(0.25) == 4 and regular_step(1.0) == 1
+    # ds-xa30 and the real-data phantom (3 mm): about 64,000 voxels in the registration mask
+    assert capped_percentage(0.4, 63_684, MAX_SAMPLES) == 0.4
+    assert capped_percentage(0.4, 10**6, 0) == 0.4  # no cap
+    for n_voxels in (251_318, 330_000, 10**6, 3 * 10**6):
+        capped = capped_percentage(0.4, n_voxels, MAX_SAMPLES)
+        step = regular_step(capped)
+        assert capped < 0.4 and n_voxels / step <= MAX_SAMPLES < n_voxels / (step - 1)
+        # Nipype prints the number with %g; ANTs keeps 1 voxel in ceil(1/p) (also in single precision)
+        assert math.ceil(1 / float(f"{capped:g}")) == math.ceil(1 / np.float32(f"{capped:g}")) == step
+    with pytest.raises(ValueError, match="sampling percentage"):
+        regular_step(0.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "cap"),
+    [({}, "MAX_SAMPLES"), ({"sloppy": True}, "MAX_SAMPLES_SLOPPY"), ({"max_samples": 0}, None),
+     ({"registration_config": "user"}, None), ({"registration_config": "user", "max_samples": 9}, 9)],
+)  # fmt: skip
+def test_every_pass_caps_its_samples_with_the_packaged_presets(kwargs, cap, tmp_path):
+    """The cap feeds every pass's registrations; a user's own ANTs settings are kept as given."""
+    from dmriprep_motion import sampling
+    from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
+
+    if kwargs.get("registration_config") == "user":
+        kwargs["registration_config"] = tmp_path / "user.json"
+        kwargs["registration_config"].write_text(registration_preset("dwi", "Rigid", False).read_text())
+    wf = init_dwi_motion_wf(passes=3, **kwargs)
+    flat = wf._create_flat_graph()
+    nodes = [n for n in flat.nodes() if n.name == "sampling"]
+    if cap is None:
+        assert nodes == [] and "voxels (a regular sample" not in wf.__desc__
+        return
+    expected = getattr(sampling, cap) if isinstance(cap, str) else cap
+    assert len(nodes) == 3 and {n.interface.inputs.max_samples for n in nodes} == {expected}
+    assert f"at most {expected:,} voxels (a regular sample of the dilated brain mask)" in wf.__desc__
+    for node in nodes:
+        (register,) = [v for _, v in flat.out_edges(node)]
+        assert register.name == "register"
+        edge = flat.get_edge_data(node, register)["connect"]
+        assert edge == [("sampling_percentage", "sampling_percentage")]
+
+
+def test_capped_sampling_recovers_a_known_shift_on_a_2mm_brain(tmp_path, caplog):
+    """On the 2 mm MNI phantom (235,375 voxels in its mask) the cap samples a quarter of the
+    voxels instead of a third: the registration still recovers a known 1.4 mm / 1.1° motion to
+    within 0.05 mm, as the preset's share does (measured 2026-12-05: 0.030 mm capped, 0.036 not)."""
+    from dmriprep_motion.interfaces.registration import CapSampling
+    from dmriprep_motion.motion import mask_coordinates, resample_volume, transform_errors
+    from dmriprep_motion.sampling import MAX_SAMPLES, regular_step
+    from dmriprep_motion.testing import simulate as sim
+
+    phantom = sim.mni_phantom(resolution=2.0)
+    fixed = phantom.signal(1000.0, np.array([0.6, 0.48, 0.64]))
+    # moving(y) = fixed(M y): ANTs' transform (fixed to moving points) is inv(M)
+    motion = matrix_from_params([1.0, -0.8, 0.6, 1 * DEG, 0.0, -0.5 * DEG])
+    moving = resample_volume(fixed, phantom.affine, motion, phantom.affine, phantom.shape)
+    for name, data in (("fixed", fixed), ("moving", moving), ("mask", phantom.mask.astype(np.uint8))):
+        nb.Nifti1Image(data, phantom.affine).to_filename(tmp_path / f"{name}.nii.gz")
+    preset = registration_preset("dwi", "Rigid", False)
+    percentages = json.loads(preset.read_text())["sampling_percentage"]
+    mask = str(tmp_path / "mask.nii.gz")
+    capped = CapSampling(in_mask=mask, percentages=percentages, max_samples=MAX_SAMPLES)
+    with caplog.at_level(logging.INFO, logger="dmriprep_motion"):
+        capped = capped.run(cwd=str(tmp_path)).outputs
+    assert "235375 voxels: each registration samples 1 voxel in 4 instead of 1 in 3" in caplog.text
+    assert capped.sampling_percentage[0] < percentages[0] and capped.n_samples <= MAX_SAMPLES
+    assert regular_step(capped.sampling_percentage[0]) > regular_step(percentages[0])
+    points = mask_coordinates(nb.load(tmp_path / "mask.nii.gz"))
+    errors = {}
+    for label, share in (("preset", percentages), ("capped", capped.sampling_percentage)):
+        reg = configure_registration(SkippableRegistration(from_file=str(preset)), seed=3, omp_nthreads=1)
+        reg.inputs.fixed_image = str(tmp_path / "fixed.nii.gz")
+        reg.inputs.moving_image = str(tmp_path / "moving.nii.gz")
+        reg.inputs.fixed_image_masks = [str(tmp_path / "mask.nii.gz")]
+        reg.inputs.sampling_percentage = share
+        reg.inputs.output_transform_prefix = f"{label}_"
+        assert f"Regular, {share[0]:g} ]" in reg.cmdline
+        out = reg.run(cwd=str(tmp_path)).outputs
+        estimated = load_itk(out.forward_transforms[0])
+        errors[label] = transform_errors(estimated, np.linalg.inv(motion), points)["mean_disp"][0]
+    assert max(errors.values()) < 0.05, errors

@@ -1,9 +1,25 @@
-"""ANTs registration that can be skipped once the estimation has converged."""
+"""ANTs registration that can be skipped once the estimation has converged, and its sampling."""
 
 from __future__ import annotations
 
+import logging
+
+import nibabel as nb
+import numpy as np
 from nipype.interfaces.ants.registration import Registration, RegistrationInputSpec
-from nipype.interfaces.base import isdefined, traits
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from dmriprep_motion.sampling import capped_percentage, regular_step
+
+#: the run's log (the cap acts on the run's data: worth a line there)
+LOGGER = logging.getLogger("dmriprep_motion")
 
 
 class _SkippableInputSpec(RegistrationInputSpec):
@@ -37,3 +53,35 @@ class SkippableRegistration(Registration):
             outputs["forward_transforms"] = [initial[0]] if isdefined(initial) else []
             return outputs
         return super()._list_outputs()
+
+
+class _SamplingInputSpec(BaseInterfaceInputSpec):
+    in_mask = File(exists=True, mandatory=True, desc="the registrations' fixed mask")
+    percentages = traits.List(traits.Float, mandatory=True, desc="the preset's sampling percentage per stage")
+    max_samples = traits.Int(0, usedefault=True, desc="most mask voxels sampled (0: the preset's share)")
+
+
+class _SamplingOutputSpec(TraitedSpec):
+    sampling_percentage = traits.List(traits.Float, desc="per stage, the percentage to sample")
+    n_samples = traits.Int(desc="about how many mask voxels the first stage samples at full resolution")
+
+
+class CapSampling(SimpleInterface):
+    """Cap the voxels a registration samples on large grids (:mod:`dmriprep_motion.sampling`)."""
+
+    input_spec = _SamplingInputSpec
+    output_spec = _SamplingOutputSpec
+
+    def _run_interface(self, runtime):
+        n_voxels = int(np.count_nonzero(np.asanyarray(nb.load(self.inputs.in_mask).dataobj)))
+        out = [capped_percentage(p, n_voxels, self.inputs.max_samples) for p in self.inputs.percentages]
+        if out != list(self.inputs.percentages):
+            LOGGER.info(
+                "registration mask of %d voxels: each registration samples 1 voxel in %d instead of "
+                "1 in %d (at most %d samples)",
+                n_voxels, regular_step(out[0]), regular_step(self.inputs.percentages[0]),
+                self.inputs.max_samples,
+            )  # fmt: skip
+        self._results["sampling_percentage"] = out
+        self._results["n_samples"] = n_voxels // regular_step(out[0])
+        return runtime

@@ -12,6 +12,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 from dmriprep_motion import __version__
 from dmriprep_motion.bids import DWIRun
 from dmriprep_motion.models import choose_model, get_model
+from dmriprep_motion.sampling import packaged_max_samples
 from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
 from dmriprep_motion.workflows.outputs import DERIVATIVE_INPUTS, init_dwi_derivatives_wf
 from dmriprep_motion.workflows.reports import REPORT_INPUTS, init_dwi_reports_wf
@@ -53,6 +54,11 @@ class Settings:
             "Sloppy": self.sloppy,
             "Seed": self.seed,
             "RegistrationConfig": self.registration_config or "packaged preset",
+            # init_dwi_motion_wf's default cap (none with a user's config)
+            "RegistrationMaxSamples": packaged_max_samples(
+                sloppy=self.sloppy, custom_settings=bool(self.registration_config)
+            )
+            or None,
         }
 
 

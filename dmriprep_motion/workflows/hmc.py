@@ -14,6 +14,7 @@ from dmriprep_motion.interfaces.dwi import ResampleSeries, VolumeSimilarity
 from dmriprep_motion.interfaces.transforms import AUTO_MAX_BVAL
 from dmriprep_motion.models import MODEL_NAMES, GPModel
 from dmriprep_motion.outliers import MIN_GROUP
+from dmriprep_motion.sampling import packaged_max_samples
 from dmriprep_motion.workflows.anchor import REGISTERED_ANCHORS, SERIES_OUTPUT, init_shell_anchor_wf
 from dmriprep_motion.workflows.passes import PASS_INPUTS, init_hmc_pass_wf
 from dmriprep_motion.workflows.reference import init_dwi_reference_wf
@@ -77,7 +78,14 @@ _ANCHOR_DESC = {
 
 
 def _estimation_desc(
-    *, model: str, transform: str, passes: int, refined: bool, relaxation: float, shell_anchor: str
+    *,
+    model: str,
+    transform: str,
+    passes: int,
+    refined: bool,
+    relaxation: float,
+    shell_anchor: str,
+    max_samples: int = 0,
 ) -> str:
     """Methods paragraph (Markdown) on the estimation, worded from the actual settings.
 
@@ -89,12 +97,20 @@ def _estimation_desc(
         Whether the passes after the first register with the lighter refinement preset.
     shell_anchor : {"auto", "registration", "median", "none"}
         The anchor actually used (``none`` with the b0 model).
+    max_samples : int
+        The cap on the voxels each registration samples (0: none).
 
     Returns
     -------
     str
         A paragraph starting with a blank line, for a workflow's ``__desc__``.
     """
+    sampling = (
+        f"Each registration's metric was evaluated on at most {max_samples:,} voxels (a regular "
+        "sample of the dilated brain mask). "
+        if max_samples
+        else ""
+    )
     return (
         f"\n\nHead motion was estimated with *dmriprep_motion*, leaving one volume out: each "
         f"diffusion-weighted volume was predicted from all the others by {_MODEL_DESC[model]}, "
@@ -103,6 +119,7 @@ def _estimation_desc(
         "each pass fitting the model to the series moved by the previous pass's estimates and "
         "starting the registrations from them"
         f"{_REFINE_DESC if refined else ''}. "
+        f"{sampling}"
         f"{_relaxation_desc(relaxation, passes)}"
         f"{_ANCHOR_DESC[shell_anchor]}"
         "b-vectors were rotated by the estimated "
@@ -247,6 +264,7 @@ def init_dwi_motion_wf(
     sloppy: bool = False,
     seed: int | None = None,
     registration_config: str | Path | None = None,
+    max_samples: int | None = None,
     omp_nthreads: int = 1,
     series_nthreads: int = 1,
     mem_gb: float = 1.0,
@@ -298,6 +316,12 @@ def init_dwi_motion_wf(
         presets (of every pass).  Without it, the first pass registers from coarse
         to fine and later passes, which start from the previous estimates, at
         full resolution only (``data/antsreg/dwi_*_refine.json``).
+    max_samples : int or None
+        Most voxels of the registration mask a volume-to-prediction registration samples
+        (:mod:`dmriprep_motion.sampling`): the presets' share of the voxels is lowered on
+        masks where it would sample more.  ``None`` (default) takes the packaged cap
+        (``MAX_SAMPLES``, or ``MAX_SAMPLES_SLOPPY`` with ``sloppy``) with the packaged
+        presets and no cap with ``registration_config``; ``0`` never caps.
     omp_nthreads : int
         Threads of each registration.
     series_nthreads : int
@@ -332,6 +356,8 @@ def init_dwi_motion_wf(
         raise ValueError("passes must be >= 1")
     settings = registration_config or registration_preset("dwi", transform, sloppy)
     refine = registration_config or registration_preset("dwi", transform, sloppy, refine=True)
+    if max_samples is None:
+        max_samples = packaged_max_samples(sloppy=sloppy, custom_settings=registration_config is not None)
     # Registering to the b0 reference already places the volumes in its frame.
     shell_anchor = "none" if model == "b0" else anchor
 
@@ -344,6 +370,7 @@ def init_dwi_motion_wf(
         refined=passes > 1 and refine != settings,
         relaxation=relaxation,
         shell_anchor=shell_anchor,
+        max_samples=max_samples,
     )
     # After the b0-reference paragraph of the nested reference workflow.
     workflow.__postdesc__ = outliers_desc(outlier_threshold, exclude_outliers, passes)
@@ -378,6 +405,7 @@ def init_dwi_motion_wf(
             tolerance=tolerance,
             outlier_threshold=outlier_threshold,
             exclude_outliers=exclude_outliers,
+            max_samples=max_samples,
             series_nthreads=series_nthreads,
             **common,
         )

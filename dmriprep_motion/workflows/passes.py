@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from nipype.interfaces import utility as niu
@@ -10,6 +11,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from dmriprep_motion.interfaces.dwi import FlagOutliers, ResampleSeries
 from dmriprep_motion.interfaces.models import PredictVolume
+from dmriprep_motion.interfaces.registration import CapSampling
 from dmriprep_motion.interfaces.transforms import (
     AnchorShells,
     CheckConvergence,
@@ -37,6 +39,7 @@ def init_hmc_pass_wf(
     tolerance: float = 0.0,
     outlier_threshold: float = 4.0,
     exclude_outliers: bool = False,
+    max_samples: int = 0,
     seed: int | None = None,
     omp_nthreads: int = 1,
     series_nthreads: int = 1,
@@ -70,6 +73,10 @@ def init_hmc_pass_wf(
         a volume is an outlier (``0`` disables flagging).
     exclude_outliers : bool
         Leave the previous pass's outliers out of every model fit.
+    max_samples : int
+        Most voxels of the registration mask each registration samples: on larger masks
+        the settings' sampling percentage is lowered
+        (:class:`~dmriprep_motion.interfaces.registration.CapSampling`); ``0`` keeps it.
     omp_nthreads : int
         ITK threads of each registration.
     series_nthreads : int
@@ -161,8 +168,29 @@ def init_hmc_pass_wf(
                              ("out_itk", "out_itk"), ("change", "change"), ("changes", "changes")]),
         (predict, outputnode, [("out_file", "predictions")]),
         (outliers, outputnode, [("exclude", "outliers")]),
-    ])
+    ] + _sampling_connections(settings, max_samples, inputnode, register))
     # fmt: on
     if exclude_outliers:
         workflow.connect([(outliers, predict, [("exclude", "exclude")])])
     return workflow
+
+
+def _sampling_connections(
+    settings: str | Path, max_samples: int, inputnode: pe.Node, register: pe.MapNode
+) -> list[tuple]:
+    """Connections capping ``register``'s samples in the registration mask (:class:`CapSampling`).
+
+    Empty when there is nothing to cap: no cap, or settings that sample every voxel.
+    """
+    preset = json.loads(Path(settings).read_text())
+    if max_samples <= 0 or not {"Regular", "Random"} & set(preset.get("sampling_strategy") or []):
+        return []
+    sampling = pe.Node(
+        CapSampling(percentages=[float(p) for p in preset["sampling_percentage"]], max_samples=max_samples),
+        name="sampling",
+        run_without_submitting=True,
+    )
+    return [
+        (inputnode, sampling, [("reg_mask", "in_mask")]),
+        (sampling, register, [("sampling_percentage", "sampling_percentage")]),
+    ]

@@ -1,0 +1,63 @@
+"""How many voxels a volume-to-prediction registration samples (pure Python, no Nipype).
+
+The packaged ANTs presets sample a fixed share of the voxels (``Regular`` sampling, 40%;
+25% with ``--sloppy``).  ANTs' regular sampler keeps one voxel in every ``ceil(1 / p)`` of
+the registration's grid (each nudged at random within its voxel) and drops those outside
+the fixed mask, so the metric's cost grows with the number of voxels in the brain: a 2 mm
+series has about 3.4 times the brain voxels of a 3 mm one, a 1.25 mm series about 14 times.
+The precision of a mutual-information estimate depends on the number of samples, not on
+the size of the grid.  :func:`capped_percentage` keeps the preset's share on small grids and
+caps the samples on large ones (``benchmarks/README.md``, "Samples per registration").
+"""
+
+from __future__ import annotations
+
+import math
+
+#: Most brain-mask voxels a volume-to-prediction registration samples with the packaged
+#: precise presets (a 3 mm series samples fewer: its preset's share is below this).
+MAX_SAMPLES = 60_000
+#: The same cap with ``--sloppy``.
+MAX_SAMPLES_SLOPPY = 30_000
+
+
+def packaged_max_samples(*, sloppy: bool, custom_settings: bool) -> int:
+    """The cap of the packaged presets (``--sloppy``'s with ``sloppy``); ``0`` (no cap) for a
+    user's own ANTs settings (``--registration-config``), which are run as given."""
+    if custom_settings:
+        return 0
+    return MAX_SAMPLES_SLOPPY if sloppy else MAX_SAMPLES
+
+
+def regular_step(percentage: float) -> int:
+    """One voxel in how many ANTs' ``Regular`` sampling keeps for ``percentage`` (0–1]."""
+    if not 0 < percentage <= 1:
+        raise ValueError(f"sampling percentage must be in (0, 1] (got {percentage})")
+    return math.ceil(1.0 / percentage)
+
+
+def capped_percentage(percentage: float, n_voxels: int, max_samples: int) -> float:
+    """The sampling percentage that keeps at most about ``max_samples`` of ``n_voxels``.
+
+    Parameters
+    ----------
+    percentage : float
+        The preset's sampling percentage (0–1].
+    n_voxels : int
+        Voxels in the registration mask (on the full-resolution grid).
+    max_samples : int
+        Most samples wanted; ``0`` keeps ``percentage``.
+
+    Returns
+    -------
+    float
+        ``percentage`` itself when it samples at most ``max_samples`` voxels (so the ANTs
+        command is unchanged); otherwise ``1 / (k - 0.5)`` for the smallest step ``k``
+        keeping at most ``max_samples``, which ANTs reads as one voxel in ``k`` (a plain
+        ``1 / k`` may be read back as ``k + 1`` through rounding).
+    """
+    step = regular_step(percentage)
+    if max_samples <= 0 or n_voxels <= max_samples * step:
+        return percentage
+    capped = math.ceil(n_voxels / max_samples)
+    return 1.0 / (capped - 0.5)
