@@ -64,6 +64,10 @@ SCENARIOS = {
     # ends, as ds-xa30's does (SLAB_CUT): a clean truth with the real data's slab, where motion
     # moves tissue into and out of the field of view
     "mni-slab-moderate": ("mni-slab", {1000: 30}, 1, "moderate", 20.0),
+    # (since 2026-12-05 14:40 UTC) mni-moderate on a 1.5 mm grid (the 2 mm templates resampled,
+    # MNI_FINE_MM): 2.4 times the brain voxels, as in a finer acquisition, where the cap on each
+    # registration's samples (dmriprep_motion/sampling.py) keeps the fewest of them
+    "mni-fine-moderate": ("mni-fine", {1000: 30}, 1, "moderate", 20.0),
     # controls (since 2026-12-04 23:40 UTC), not targets: no motion and no noise, so every error
     # a method reports is the phantom's own floor (how far its b0 and diffusion-weighted contrasts
     # disagree as the method sees them; an identity transform scores 0)
@@ -75,6 +79,8 @@ SCENARIOS = {
 
 #: Slices of brain that ``mni-slab-*`` scenarios leave out below (cerebellum) and above (vertex).
 SLAB_CUT = (12, 8)
+#: Voxel size (mm) of the ``mni-fine-*`` scenarios' phantom (the others': 2 mm).
+MNI_FINE_MM = 1.5
 
 METHODS = {
     "identity": None,  # no correction: the size of the injected motion, as a reference row
@@ -266,7 +272,7 @@ def simulate(
         source = corrected_source(cache, nprocs=nprocs) if phantom == "corrected" else None
         model = real_phantom(source=source)
     else:
-        model = sim.mni_phantom(resolution=2.0)
+        model = sim.mni_phantom(resolution=MNI_FINE_MM if kind == "mni-fine" else 2.0)
     bvals, bvecs = sim.make_scheme(n_b0=n_b0, shells=shells, seed=seed)
     params = sim.motion_pattern(pattern, len(bvals), seed=seed)
     series = sim.simulate_series(model, bvals=bvals, bvecs_ras=bvecs, params=params, snr=snr, seed=seed)

@@ -222,6 +222,23 @@ def test_control_scenarios_have_no_motion_and_no_noise(tmp_path, monkeypatch):
     assert data[0][..., 0].max() > 0
 
 
+def test_fine_grid_scenario_uses_the_fine_phantom(tmp_path, monkeypatch):
+    """``mni-fine-moderate`` is ``mni-moderate`` on the phantom at ``MNI_FINE_MM`` (1.5 mm)."""
+    from dmriprep_motion.testing import simulate as sim
+
+    rb = _load("run_benchmark")
+    assert rb.SCENARIOS["mni-fine-moderate"][1:] == rb.SCENARIOS["mni-moderate"][1:]
+    assert rb.MNI_FINE_MM < 2.0
+    small = sim.mni_phantom(resolution=4.0)
+    asked = []
+    monkeypatch.setattr(sim, "mni_phantom", lambda **kw: asked.append(kw["resolution"]) or small)
+    rb.simulate("mni-fine-moderate", tmp_path / "fine", 5)
+    rb.simulate("mni-moderate", tmp_path / "coarse", 5)
+    assert asked == [rb.MNI_FINE_MM, 2.0]
+    record = json.loads((tmp_path / "fine" / rb.SIMULATION_RECORD).read_text())
+    assert record == {"scenario": "mni-fine-moderate", "seed": 5, "phantom": "mni-fine"}
+
+
 def test_simulations_are_recorded_and_never_reused_for_another_one(tmp_path, monkeypatch):
     """A work folder keeps what it simulated (seed, phantom) and refuses another simulation."""
     from dmriprep_motion.testing import simulate as sim
