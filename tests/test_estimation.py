@@ -715,6 +715,8 @@ def test_every_pass_caps_its_samples_with_the_packaged_presets(kwargs, cap, tmp_
         return
     expected = getattr(sampling, cap) if isinstance(cap, str) else cap
     assert len(nodes) == 3 and {n.interface.inputs.max_samples for n in nodes} == {expected}
+    # a cap that acts is logged once per run, by the first pass
+    assert sorted(n.interface.inputs.report for n in nodes) == [False, False, True]
     assert f"at most {expected:,} voxels (a regular sample of the dilated brain mask)" in wf.__desc__
     for node in nodes:
         (register,) = [v for _, v in flat.out_edges(node)]

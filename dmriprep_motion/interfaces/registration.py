@@ -59,6 +59,7 @@ class _SamplingInputSpec(BaseInterfaceInputSpec):
     in_mask = File(exists=True, mandatory=True, desc="the registrations' fixed mask")
     percentages = traits.List(traits.Float, mandatory=True, desc="the preset's sampling percentage per stage")
     max_samples = traits.Int(0, usedefault=True, desc="most mask voxels sampled (0: the preset's share)")
+    report = traits.Bool(True, usedefault=True, desc="log a capped sampling (once per run, not per pass)")
 
 
 class _SamplingOutputSpec(TraitedSpec):
@@ -75,7 +76,7 @@ class CapSampling(SimpleInterface):
     def _run_interface(self, runtime):
         n_voxels = int(np.count_nonzero(np.asanyarray(nb.load(self.inputs.in_mask).dataobj)))
         out = [capped_percentage(p, n_voxels, self.inputs.max_samples) for p in self.inputs.percentages]
-        if out != list(self.inputs.percentages):
+        if self.inputs.report and out != list(self.inputs.percentages):
             LOGGER.info(
                 "registration mask of %d voxels: each registration samples 1 voxel in %d instead of "
                 "1 in %d (at most %d samples)",

@@ -168,7 +168,7 @@ def init_hmc_pass_wf(
                              ("out_itk", "out_itk"), ("change", "change"), ("changes", "changes")]),
         (predict, outputnode, [("out_file", "predictions")]),
         (outliers, outputnode, [("exclude", "outliers")]),
-    ] + _sampling_connections(settings, max_samples, inputnode, register))
+    ] + _sampling_connections(settings, max_samples, inputnode, register, report=pass_index == 1))
     # fmt: on
     if exclude_outliers:
         workflow.connect([(outliers, predict, [("exclude", "exclude")])])
@@ -176,17 +176,22 @@ def init_hmc_pass_wf(
 
 
 def _sampling_connections(
-    settings: str | Path, max_samples: int, inputnode: pe.Node, register: pe.MapNode
+    settings: str | Path, max_samples: int, inputnode: pe.Node, register: pe.MapNode, *, report: bool
 ) -> list[tuple]:
     """Connections capping ``register``'s samples in the registration mask (:class:`CapSampling`).
 
-    Empty when there is nothing to cap: no cap, or settings that sample every voxel.
+    Empty when there is nothing to cap: no cap, or settings that sample every voxel.  ``report``
+    logs a cap that acts (the first pass's node: every pass samples alike).
     """
     preset = json.loads(Path(settings).read_text())
     if max_samples <= 0 or not {"Regular", "Random"} & set(preset.get("sampling_strategy") or []):
         return []
     sampling = pe.Node(
-        CapSampling(percentages=[float(p) for p in preset["sampling_percentage"]], max_samples=max_samples),
+        CapSampling(
+            percentages=[float(p) for p in preset["sampling_percentage"]],
+            max_samples=max_samples,
+            report=report,
+        ),
         name="sampling",
         run_without_submitting=True,
     )
