@@ -19,13 +19,22 @@ import math
 MAX_SAMPLES = 60_000
 #: The same cap with ``--sloppy``.
 MAX_SAMPLES_SLOPPY = 30_000
+#: The b0-to-b0 registrations run before the brain mask exists (it is computed on their
+#: average), so they sample the whole grid: at most this many points, about as many in the head
+#: as the cap above (41% of the cropped 2 mm MNI grid is in the dilated brain mask).
+B0_MAX_SAMPLES = 120_000
+#: The same cap with ``--sloppy``.
+B0_MAX_SAMPLES_SLOPPY = 60_000
 
 
-def packaged_max_samples(*, sloppy: bool, custom_settings: bool) -> int:
-    """The cap of the packaged presets (``--sloppy``'s with ``sloppy``); ``0`` (no cap) for a
-    user's own ANTs settings (``--registration-config``), which are run as given."""
+def packaged_max_samples(*, sloppy: bool, custom_settings: bool = False, b0: bool = False) -> int:
+    """The cap of the packaged presets (``--sloppy``'s with ``sloppy``; the b0-to-b0 ones' with
+    ``b0``); ``0`` (no cap) for a user's own ANTs settings (``--registration-config``), which are
+    run as given."""
     if custom_settings:
         return 0
+    if b0:
+        return B0_MAX_SAMPLES_SLOPPY if sloppy else B0_MAX_SAMPLES
     return MAX_SAMPLES_SLOPPY if sloppy else MAX_SAMPLES
 
 

@@ -694,13 +694,31 @@ def test_sampling_cap_keeps_small_grids_and_caps_large_ones():
         regular_step(0.0)
 
 
+def test_sampling_counts_the_mask_or_the_whole_grid(tmp_path):
+    """A registration with a mask samples its voxels; one without (the b0s') the whole grid."""
+    from dmriprep_motion.interfaces.registration import CapSampling
+
+    data = np.zeros((60, 60, 60), np.uint8)
+    data[10:50, 10:50, 10:50] = 1  # 64,000 of 216,000 voxels
+    nb.Nifti1Image(data, np.eye(4)).to_filename(tmp_path / "mask.nii.gz")
+    out = {}
+    for whole_grid in (False, True):
+        node = CapSampling(in_mask=str(tmp_path / "mask.nii.gz"), percentages=[0.8], max_samples=50_000)
+        node.inputs.whole_grid = whole_grid
+        out[whole_grid] = node.run(cwd=str(tmp_path)).outputs
+    assert out[False].sampling_percentage == [0.8] and out[False].n_samples == 32_000  # 1 in 2
+    assert out[True].n_samples == 216_000 // 5 and out[True].sampling_percentage == [1 / 4.5]
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "cap"),
-    [({}, "MAX_SAMPLES"), ({"sloppy": True}, "MAX_SAMPLES_SLOPPY"), ({"max_samples": 0}, None),
-     ({"registration_config": "user"}, None), ({"registration_config": "user", "max_samples": 9}, 9)],
+    ("kwargs", "cap", "b0_cap"),
+    [({}, "MAX_SAMPLES", "B0_MAX_SAMPLES"), ({"sloppy": True}, "MAX_SAMPLES_SLOPPY", "B0_MAX_SAMPLES_SLOPPY"),
+     ({"max_samples": 0}, None, None), ({"registration_config": "user"}, None, "B0_MAX_SAMPLES"),
+     ({"registration_config": "user", "max_samples": 9}, 9, "B0_MAX_SAMPLES")],
 )  # fmt: skip
-def test_every_pass_caps_its_samples_with_the_packaged_presets(kwargs, cap, tmp_path):
-    """The cap feeds every pass's registrations; a user's own ANTs settings are kept as given."""
+def test_every_registration_caps_its_samples_with_the_packaged_presets(kwargs, cap, b0_cap, tmp_path):
+    """The cap feeds every pass's registrations and the b0-to-b0 ones (on the whole grid: they run
+    before the mask exists); a user's own ANTs settings are kept as given."""
     from dmriprep_motion import sampling
     from dmriprep_motion.workflows.hmc import init_dwi_motion_wf
 
@@ -709,18 +727,32 @@ def test_every_pass_caps_its_samples_with_the_packaged_presets(kwargs, cap, tmp_
         kwargs["registration_config"].write_text(registration_preset("dwi", "Rigid", False).read_text())
     wf = init_dwi_motion_wf(passes=3, **kwargs)
     flat = wf._create_flat_graph()
-    nodes = [n for n in flat.nodes() if n.name == "sampling"]
+    nodes = {n.fullname.split(".")[-2]: n for n in flat.nodes() if n.name == "sampling"}
+    b0_node = nodes.pop("dwi_reference_wf", None)
+    if b0_cap is None:
+        assert b0_node is None and "sampled points" not in wf.get_node("dwi_reference_wf").__desc__
+    else:
+        inputs = b0_node.interface.inputs
+        assert (inputs.max_samples, inputs.whole_grid, inputs.report) == (
+            getattr(sampling, b0_cap),
+            True,
+            False,
+        )
+        (align,) = [v for _, v in flat.out_edges(b0_node)]
+        assert align.name == "align_b0"
+        assert f"at most {inputs.max_samples:,} sampled points" in wf.get_node("dwi_reference_wf").__desc__
     if cap is None:
-        assert nodes == [] and "voxels (a regular sample" not in wf.__desc__
+        assert nodes == {} and "voxels (a regular sample" not in wf.__desc__
         return
     expected = getattr(sampling, cap) if isinstance(cap, str) else cap
-    assert len(nodes) == 3 and {n.interface.inputs.max_samples for n in nodes} == {expected}
+    assert sorted(nodes) == ["hmc_pass01_wf", "hmc_pass02_wf", "hmc_pass03_wf"]
+    assert {n.interface.inputs.max_samples for n in nodes.values()} == {expected}
     # a cap that acts is logged once per run, by the first pass
-    assert sorted(n.interface.inputs.report for n in nodes) == [False, False, True]
+    assert [nodes[k].interface.inputs.report for k in sorted(nodes)] == [True, False, False]
     assert f"at most {expected:,} voxels (a regular sample of the dilated brain mask)" in wf.__desc__
-    for node in nodes:
+    for node in nodes.values():
         (register,) = [v for _, v in flat.out_edges(node)]
-        assert register.name == "register"
+        assert register.name == "register" and not node.interface.inputs.whole_grid
         edge = flat.get_edge_data(node, register)["connect"]
         assert edge == [("sampling_percentage", "sampling_percentage")]
 

@@ -56,7 +56,8 @@ class SkippableRegistration(Registration):
 
 
 class _SamplingInputSpec(BaseInterfaceInputSpec):
-    in_mask = File(exists=True, mandatory=True, desc="the registrations' fixed mask")
+    in_mask = File(exists=True, mandatory=True, desc="the registrations' fixed mask (or image: whole_grid)")
+    whole_grid = traits.Bool(False, usedefault=True, desc="count every voxel of in_mask's grid (no mask)")
     percentages = traits.List(traits.Float, mandatory=True, desc="the preset's sampling percentage per stage")
     max_samples = traits.Int(0, usedefault=True, desc="most mask voxels sampled (0: the preset's share)")
     report = traits.Bool(True, usedefault=True, desc="log a capped sampling (once per run, not per pass)")
@@ -74,14 +75,18 @@ class CapSampling(SimpleInterface):
     output_spec = _SamplingOutputSpec
 
     def _run_interface(self, runtime):
-        n_voxels = int(np.count_nonzero(np.asanyarray(nb.load(self.inputs.in_mask).dataobj)))
+        img = nb.load(self.inputs.in_mask)
+        if self.inputs.whole_grid:
+            n_voxels = int(np.prod(img.shape[:3]))
+        else:
+            n_voxels = int(np.count_nonzero(np.asanyarray(img.dataobj)))
         out = [capped_percentage(p, n_voxels, self.inputs.max_samples) for p in self.inputs.percentages]
         if self.inputs.report and out != list(self.inputs.percentages):
             LOGGER.info(
-                "registration mask of %d voxels: each registration samples 1 voxel in %d instead of "
-                "1 in %d (at most %d samples)",
-                n_voxels, regular_step(out[0]), regular_step(self.inputs.percentages[0]),
-                self.inputs.max_samples,
+                "%s of %d voxels: each registration samples 1 voxel in %d instead of 1 in %d "
+                "(at most %d samples)",
+                "b0 grid" if self.inputs.whole_grid else "registration mask", n_voxels,
+                regular_step(out[0]), regular_step(self.inputs.percentages[0]), self.inputs.max_samples,
             )  # fmt: skip
         self._results["sampling_percentage"] = out
         self._results["n_samples"] = n_voxels // regular_step(out[0])

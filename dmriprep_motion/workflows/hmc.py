@@ -321,7 +321,9 @@ def init_dwi_motion_wf(
         (:mod:`dmriprep_motion.sampling`): the presets' share of the voxels is lowered on
         masks where it would sample more.  ``None`` (default) takes the packaged cap
         (``MAX_SAMPLES``, or ``MAX_SAMPLES_SLOPPY`` with ``sloppy``) with the packaged
-        presets and no cap with ``registration_config``; ``0`` never caps.
+        presets and no cap with ``registration_config``; ``0`` never caps.  The b0-to-b0
+        registrations (packaged presets, no mask) are capped on the whole grid
+        (``B0_MAX_SAMPLES``) unless this is ``0``.
     omp_nthreads : int
         Threads of each registration.
     series_nthreads : int
@@ -356,6 +358,8 @@ def init_dwi_motion_wf(
         raise ValueError("passes must be >= 1")
     settings = registration_config or registration_preset("dwi", transform, sloppy)
     refine = registration_config or registration_preset("dwi", transform, sloppy, refine=True)
+    # the b0-to-b0 registrations always use packaged presets: capped unless max_samples is 0
+    b0_max_samples = 0 if max_samples == 0 else packaged_max_samples(sloppy=sloppy, b0=True)
     if max_samples is None:
         max_samples = packaged_max_samples(sloppy=sloppy, custom_settings=registration_config is not None)
     # Registering to the b0 reference already places the volumes in its frame.
@@ -380,7 +384,11 @@ def init_dwi_motion_wf(
     outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUTS + REPORT_OUTPUTS), name="outputnode")
     # What every sub-workflow shares: the b0 threshold, ANTs seed and threads, series size.
     common = {"b0_threshold": b0_threshold, "seed": seed, "omp_nthreads": omp_nthreads, "mem_gb": mem_gb}
-    reference_wf = init_dwi_reference_wf(b0_settings=registration_preset("b0", "Rigid", sloppy), **common)
+    reference_wf = init_dwi_reference_wf(
+        b0_settings=registration_preset("b0", "Rigid", sloppy),
+        max_samples=b0_max_samples,
+        **common,
+    )
     changes = pe.Node(niu.Merge(passes), name="changes", run_without_submitting=True)
     volume_changes = pe.Node(  # for the visual report (issue #4)
         niu.Merge(passes, no_flatten=True), name="volume_changes", run_without_submitting=True

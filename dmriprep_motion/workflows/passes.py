@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from nipype.interfaces import utility as niu
@@ -11,7 +10,6 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from dmriprep_motion.interfaces.dwi import FlagOutliers, ResampleSeries
 from dmriprep_motion.interfaces.models import PredictVolume
-from dmriprep_motion.interfaces.registration import CapSampling
 from dmriprep_motion.interfaces.transforms import (
     AnchorShells,
     CheckConvergence,
@@ -19,7 +17,7 @@ from dmriprep_motion.interfaces.transforms import (
     MergeTransforms,
     SelectItems,
 )
-from dmriprep_motion.workflows.registration import init_registration_node
+from dmriprep_motion.workflows.registration import init_registration_node, sampling_connections
 
 PASS_INPUTS = [
     "dwi_file", "volumes", "in_bval", "in_bvec", "n_volumes", "b0_indices", "dwi_indices",
@@ -76,7 +74,7 @@ def init_hmc_pass_wf(
     max_samples : int
         Most voxels of the registration mask each registration samples: on larger masks
         the settings' sampling percentage is lowered
-        (:class:`~dmriprep_motion.interfaces.registration.CapSampling`); ``0`` keeps it.
+        (:func:`~dmriprep_motion.workflows.registration.sampling_connections`); ``0`` keeps it.
     omp_nthreads : int
         ITK threads of each registration.
     series_nthreads : int
@@ -168,34 +166,10 @@ def init_hmc_pass_wf(
                              ("out_itk", "out_itk"), ("change", "change"), ("changes", "changes")]),
         (predict, outputnode, [("out_file", "predictions")]),
         (outliers, outputnode, [("exclude", "outliers")]),
-    ] + _sampling_connections(settings, max_samples, inputnode, register, report=pass_index == 1))
+    ] + sampling_connections(
+        settings, max_samples, (inputnode, "reg_mask"), register, report=pass_index == 1
+    ))
     # fmt: on
     if exclude_outliers:
         workflow.connect([(outliers, predict, [("exclude", "exclude")])])
     return workflow
-
-
-def _sampling_connections(
-    settings: str | Path, max_samples: int, inputnode: pe.Node, register: pe.MapNode, *, report: bool
-) -> list[tuple]:
-    """Connections capping ``register``'s samples in the registration mask (:class:`CapSampling`).
-
-    Empty when there is nothing to cap: no cap, or settings that sample every voxel.  ``report``
-    logs a cap that acts (the first pass's node: every pass samples alike).
-    """
-    preset = json.loads(Path(settings).read_text())
-    if max_samples <= 0 or not {"Regular", "Random"} & set(preset.get("sampling_strategy") or []):
-        return []
-    sampling = pe.Node(
-        CapSampling(
-            percentages=[float(p) for p in preset["sampling_percentage"]],
-            max_samples=max_samples,
-            report=report,
-        ),
-        name="sampling",
-        run_without_submitting=True,
-    )
-    return [
-        (inputnode, sampling, [("reg_mask", "in_mask")]),
-        (sampling, register, [("sampling_percentage", "sampling_percentage")]),
-    ]

@@ -10,7 +10,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from dmriprep_motion.interfaces.dwi import B0Reference, BrainMask, SplitVolumes, ValidateDWI
 from dmriprep_motion.interfaces.transforms import MergeTransforms, SelectItems
-from dmriprep_motion.workflows.registration import init_registration_node
+from dmriprep_motion.workflows.registration import init_registration_node, sampling_connections
 
 REFERENCE_OUTPUTS = [
     "dwi_file", "in_bval", "in_bvec", "volumes", "n_volumes", "b0_indices", "dwi_indices",
@@ -22,12 +22,16 @@ def init_dwi_reference_wf(
     *,
     b0_settings: str | Path,
     b0_threshold: float = 50.0,
+    max_samples: int = 0,
     seed: int | None = None,
     omp_nthreads: int = 1,
     mem_gb: float = 1.0,
     name: str = "dwi_reference_wf",
 ) -> Workflow:
     """Validate the series, align its b0s, build the b0 reference and a brain mask.
+
+    ``max_samples`` caps the points each b0-to-b0 registration samples on the whole grid (it
+    runs before the mask exists; :mod:`dmriprep_motion.sampling`); ``0`` keeps the settings'.
 
     Inputs
     ------
@@ -47,8 +51,9 @@ def init_dwi_reference_wf(
     workflow = Workflow(name=name)
     workflow.__desc__ = (  # a paragraph of its own in the boilerplate
         "\n\nThe b0 volumes were rigidly aligned to the first b0 with `antsRegistration` "
-        "(ANTs) and averaged into a b0 reference (*dwiref*); a brain mask was computed "
-        "on it with DIPY's `median_otsu` [@dipy]."
+        f"(ANTs{f', at most {max_samples:,} sampled points' if max_samples else ''}) and averaged "
+        "into a b0 reference (*dwiref*); a brain mask was computed on it with DIPY's "
+        "`median_otsu` [@dipy]."
     )
     inputnode = pe.Node(
         niu.IdentityInterface(fields=["dwi_file", "in_bval", "in_bvec", "in_mask"]), name="inputnode"
@@ -102,7 +107,9 @@ def init_dwi_reference_wf(
         (init, outputnode, [("out_xforms", "init_xforms"), ("out_ras", "init_ras")]),
         (b0ref, outputnode, [("out_file", "dwiref")]),
         (mask, outputnode, [("out_mask", "brain_mask"), ("out_reg_mask", "reg_mask")]),
-    ])
+    ] + sampling_connections(  # not logged: with one b0 nothing is registered
+        b0_settings, max_samples, (first_b0, "out"), align_b0, report=False, whole_grid=True
+    ))
     # fmt: on
     return workflow
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from nipype.pipeline import engine as pe
 
-from dmriprep_motion.interfaces.registration import SkippableRegistration
+from dmriprep_motion.interfaces.registration import CapSampling, SkippableRegistration
 
 #: Memory hint (GB) of one registration: two 3D volumes, whatever the size of the series.
 ANTS_MEM_GB = 0.5
@@ -64,3 +65,56 @@ def init_registration_node(
         n_procs=omp_nthreads,
         mem_gb=mem_gb,
     )
+
+
+def sampling_connections(
+    settings: str | Path,
+    max_samples: int,
+    source: tuple[pe.Node, str],
+    register: pe.Node,
+    *,
+    report: bool = True,
+    whole_grid: bool = False,
+) -> list[tuple]:
+    """Connections capping ``register``'s samples (:class:`CapSampling`, node ``sampling``).
+
+    Parameters
+    ----------
+    settings : path
+        The registration's JSON settings (their sampling percentage is the starting point).
+    max_samples : int
+        Most points sampled; ``0`` adds nothing.
+    source : (node, field)
+        Where the registration's fixed mask comes from (or, with ``whole_grid``, its fixed
+        image: a registration without a mask samples the whole grid).
+    register : Node or MapNode
+        The registration, whose ``sampling_percentage`` is set.
+    report : bool
+        Log a cap that acts (one node per run should).
+    whole_grid : bool
+        Count every voxel of the grid, not the mask's.
+
+    Returns
+    -------
+    list
+        ``Workflow.connect`` tuples; empty when there is nothing to cap (no cap, or settings
+        that sample every voxel).
+    """
+    preset = json.loads(Path(settings).read_text())
+    if max_samples <= 0 or not {"Regular", "Random"} & set(preset.get("sampling_strategy") or []):
+        return []
+    sampling = pe.Node(
+        CapSampling(
+            percentages=[float(p) for p in preset["sampling_percentage"]],
+            max_samples=max_samples,
+            report=report,
+            whole_grid=whole_grid,
+        ),
+        name="sampling",
+        run_without_submitting=True,
+    )
+    node, field = source
+    return [
+        (node, sampling, [(field, "in_mask")]),
+        (sampling, register, [("sampling_percentage", "sampling_percentage")]),
+    ]
