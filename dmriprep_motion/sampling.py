@@ -1,13 +1,14 @@
-"""How many voxels a volume-to-prediction registration samples (pure Python, no Nipype).
+"""How many voxels a registration samples (pure Python, no Nipype).
 
-The packaged ANTs presets sample a fixed share of the voxels (``Regular`` sampling, 40%;
-25% with ``--sloppy``).  ANTs' regular sampler keeps one voxel in every ``ceil(1 / p)`` of
-the registration's grid (each nudged at random within its voxel) and drops those outside
-the fixed mask, so the metric's cost grows with the number of voxels in the brain: a 2 mm
-series has about 3.4 times the brain voxels of a 3 mm one, a 1.25 mm series about 14 times.
-The precision of a mutual-information estimate depends on the number of samples, not on
-the size of the grid.  :func:`capped_percentage` keeps the preset's share on small grids and
-caps the samples on large ones (``benchmarks/README.md``, "Samples per registration").
+The packaged ANTs presets sample a fixed share of the voxels (``Regular`` sampling; the
+volume-to-prediction ones 40%, 25% with ``--sloppy``).  ANTs' regular sampler keeps one voxel
+in every ``ceil(1 / p)`` of the registration's grid (each nudged at random within its voxel)
+and drops those outside the fixed mask, so the metric's cost grows with the number of voxels
+in the brain: a 2 mm series has about 3.4 times the brain voxels of a 3 mm one, a 1.25 mm
+series about 14 times.  The precision of a mutual-information estimate depends on the number
+of samples, not on the size of the grid.  :func:`capped_percentage` keeps the preset's share
+on small grids and caps the samples on large ones (``benchmarks/README.md``, "Samples per
+registration on fine grids").
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def capped_percentage(percentage: float, n_voxels: int, max_samples: int) -> flo
     percentage : float
         The preset's sampling percentage (0–1].
     n_voxels : int
-        Voxels in the registration mask (on the full-resolution grid).
+        Voxels in the registration mask (on the full-resolution grid), or in the whole grid
+        for a registration without a mask.
     max_samples : int
         Most samples wanted; ``0`` keeps ``percentage``.
 
