@@ -166,9 +166,7 @@ def init_hmc_pass_wf(
                              ("out_itk", "out_itk"), ("change", "change"), ("changes", "changes")]),
         (predict, outputnode, [("out_file", "predictions")]),
         (outliers, outputnode, [("exclude", "outliers")]),
-    ] + sampling_connections(
-        settings, max_samples, (inputnode, "reg_mask"), register, report=pass_index == 1
-    ))
+    ] + sampling_connections(max_samples, (inputnode, "reg_mask"), register, report=pass_index == 1))
     # fmt: on
     if exclude_outliers:
         workflow.connect([(outliers, predict, [("exclude", "exclude")])])

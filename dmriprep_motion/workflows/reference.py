@@ -108,7 +108,7 @@ def init_dwi_reference_wf(
         (b0ref, outputnode, [("out_file", "dwiref")]),
         (mask, outputnode, [("out_mask", "brain_mask"), ("out_reg_mask", "reg_mask")]),
     ] + sampling_connections(  # not logged: with one b0 nothing is registered
-        b0_settings, max_samples, (first_b0, "out"), align_b0, report=False, whole_grid=True
+        max_samples, (first_b0, "out"), align_b0, report=False, whole_grid=True
     ))
     # fmt: on
     return workflow

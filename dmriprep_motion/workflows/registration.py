@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from nipype.interfaces.base import isdefined
 from nipype.pipeline import engine as pe
 
 from dmriprep_motion.interfaces.registration import CapSampling, SkippableRegistration
@@ -68,7 +68,6 @@ def init_registration_node(
 
 
 def sampling_connections(
-    settings: str | Path,
     max_samples: int,
     source: tuple[pe.Node, str],
     register: pe.Node,
@@ -80,15 +79,14 @@ def sampling_connections(
 
     Parameters
     ----------
-    settings : path
-        The registration's JSON settings (their sampling percentage is the starting point).
     max_samples : int
         Most points sampled; ``0`` adds nothing.
     source : (node, field)
         Where the registration's fixed mask comes from (or, with ``whole_grid``, its fixed
         image: a registration without a mask samples the whole grid).
     register : Node or MapNode
-        The registration, whose ``sampling_percentage`` is set.
+        The registration (:func:`init_registration_node`): its settings' sampling percentage
+        is the starting point, and the capped one is connected to it.
     report : bool
         Log a cap that acts (one node per run should).
     whole_grid : bool
@@ -100,12 +98,13 @@ def sampling_connections(
         ``Workflow.connect`` tuples; empty when there is nothing to cap (no cap, or settings
         that sample every voxel).
     """
-    preset = json.loads(Path(settings).read_text())
-    if max_samples <= 0 or not {"Regular", "Random"} & set(preset.get("sampling_strategy") or []):
+    inputs = register.interface.inputs
+    strategies = inputs.sampling_strategy if isdefined(inputs.sampling_strategy) else []
+    if max_samples <= 0 or not {"Regular", "Random"} & set(strategies):
         return []
     sampling = pe.Node(
         CapSampling(
-            percentages=[float(p) for p in preset["sampling_percentage"]],
+            percentages=[float(p) for p in inputs.sampling_percentage],
             max_samples=max_samples,
             report=report,
             whole_grid=whole_grid,
