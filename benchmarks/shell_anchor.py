@@ -19,13 +19,28 @@ The lowest shell is registered to the b0 reference in every variant (on the grid
 with the jittered variants).  Prints the median mean-displacement error and each shell's common
 offset (mm).
 
+With ``--lowest``, the variants are instead ways of registering the lowest shell to the b0
+reference (on the grid; higher shells keep the last pass's transforms), each against the
+packaged one (benchmarks/README.md, "Two anchors that average registrations"):
+
+``bagged, octants``
+    the shell mean registered eight times, each time within the brain mask less one of its
+    octants (split at the mask's centroid); the rigid mean and the median of the eight.
+``bagged, blocks``
+    the same within eight random halves of the mask, drawn in blocks of 4 voxels a side.
+``per volume``
+    every volume of the shell, as the last pass resampled it, registered to the b0 reference;
+    the rigid mean and the median of the corrections.
+
     PYTHONPATH=. python benchmarks/shell_anchor.py /tmp/bench/real-multishell /tmp/bench/mni-multishell
+    PYTHONPATH=. python benchmarks/shell_anchor.py --lowest /tmp/bench/real-moderate
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nb
@@ -44,6 +59,67 @@ def _load(path: Path) -> np.ndarray:
 
 def _last_pass(wf: Path) -> int:
     return max(int(p.name[8:10]) for p in wf.glob("hmc_pass*_wf"))
+
+
+def octant_masks(mask: np.ndarray) -> Iterator[np.ndarray]:
+    """``mask`` less each of its eight octants in turn (split at the centroid of its voxels)."""
+    ijk = np.argwhere(mask)
+    upper = ijk >= ijk.mean(axis=0)
+    for octant in range(8):
+        bits = np.array([(octant >> axis) & 1 for axis in range(3)], dtype=bool)
+        inside = (upper == bits).all(axis=1)
+        subset = mask.copy()
+        subset[tuple(ijk[inside].T)] = False
+        yield subset
+
+
+def block_masks(mask: np.ndarray, *, draws: int = 8, block: int = 4, seed: int = 0) -> Iterator[np.ndarray]:
+    """``draws`` random halves of ``mask``, each keeping blocks of ``block`` voxels a side."""
+    rng = np.random.default_rng(seed)
+    blocks = tuple(-(-n // block) for n in mask.shape)
+    for _ in range(draws):
+        keep = np.kron(rng.random(blocks) < 0.5, np.ones((block,) * 3, dtype=bool))
+        yield mask & keep[tuple(slice(n) for n in mask.shape)]
+
+
+def rigid_summaries(matrices: np.ndarray) -> dict[str, np.ndarray]:
+    """The rigid mean and median (of the six parameters) of several corrections."""
+    from dmriprep_motion.motion import matrix_from_params, motion_parameters
+
+    params = motion_parameters(np.asarray(matrices))
+    return {
+        "mean": matrix_from_params(params.mean(axis=0)),
+        "median": matrix_from_params(np.median(params, axis=0)),
+    }
+
+
+def lowest_shell_variants(run: Path) -> dict:
+    """The last pass's transforms, shell labels and the corrections of the lowest shell (label 1)
+    by the packaged registration and the ``--lowest`` variants of the run in folder ``run``."""
+    from nipype.utils.filemanip import loadpkl
+
+    from dmriprep_motion.gradients import shell_labels
+
+    wf = _workflow_dir(run)
+    means_dir = wf / "shell_anchor_wf" / "shell_means"
+    reference = _load(loadpkl(means_dir / "_inputs.pklz")["in_reference"])
+    mask_img = nb.load(wf / "dwi_reference_wf" / "mask" / "brain_mask.nii.gz")
+    mask, affine = np.asanyarray(mask_img.dataobj) > 0, mask_img.affine
+    labels = shell_labels(np.loadtxt(run / "bids" / "sub-01" / "dwi" / "sub-01_dwi.bval"))
+    mean = _load(means_dir / "shell01_mean.nii")
+    variants = {"packaged (grid)": {1: ants_rigid(reference, mean, mask, affine, seeds=())}}
+    for tag, subsets in (("octants", octant_masks(mask)), ("blocks", block_masks(mask))):
+        found = np.stack([ants_rigid(reference, mean, subset, affine, seeds=()) for subset in subsets])
+        for how, correction in rigid_summaries(found).items():
+            variants[f"bagged, {tag}, {how}"] = {1: correction}
+    series = _load(means_dir / "series.nii")
+    found = np.stack(
+        [ants_rigid(reference, series[..., i], mask, affine, seeds=()) for i in np.flatnonzero(labels == 1)]
+    )
+    for how, correction in rigid_summaries(found).items():
+        variants[f"per volume, {how}"] = {1: correction}
+    last = np.load(pass_transform(wf, _last_pass(wf)))
+    return {"last": last, "labels": labels, "variants": variants}
 
 
 def anchor_variants(run: Path) -> dict:
@@ -87,11 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "runs", nargs="+", type=Path, help="scenario folders of run_benchmark.py (--work/<scenario>)"
     )
+    parser.add_argument(
+        "--lowest", action="store_true", help="variants of the lowest shell's registration to the b0"
+    )
     opts = parser.parse_args(argv)
     print("| scenario | anchor | median (mm) | common offset of each shell (mm) |")
     print("|---|---|---|---|")
     for run in opts.runs:
-        found = anchor_variants(run)
+        found = lowest_shell_variants(run) if opts.lowest else anchor_variants(run)
         last, labels = found["last"], found["labels"]
         result = outputs("dmriprep", run)
         for name, corrections in found["variants"].items():

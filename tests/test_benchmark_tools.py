@@ -304,3 +304,33 @@ def test_real_phantom_fits_the_corrected_runs(monkeypatch):
     rb.real_phantom(("AP",), align_b0=False)
     assert seen["files"][0] == [f"{rb.DS_XA30}/sub-01/dwi/sub-01_dir-AP_dwi.nii.gz"]
     assert seen["align_b0"] is None
+
+
+def test_lowest_shell_anchor_variants_split_the_mask():
+    sa = _load("shell_anchor")
+    mask = np.zeros((12, 10, 9), dtype=bool)
+    mask[2:10, 1:9, 2:8] = True
+    octants = list(sa.octant_masks(mask))
+    assert len(octants) == 8
+    left_out = [mask & ~subset for subset in octants]
+    # each subset is the mask less one octant; the octants are disjoint and cover the mask
+    assert all(not (subset & ~mask).any() for subset in octants)
+    assert np.array_equal(np.sum(left_out, axis=0), mask.astype(int))
+    assert all(part.sum() == mask.sum() // 8 for part in left_out)  # a symmetric box: equal octants
+    halves = list(sa.block_masks(mask, draws=8, block=4, seed=0))
+    assert len(halves) == 8 and all(not (half & ~mask).any() for half in halves)
+    assert 0.25 < np.mean([half.sum() / mask.sum() for half in halves]) < 0.75
+    blocks = halves[0][:8, :8, :8].reshape(2, 4, 2, 4, 2, 4)  # whole blocks kept or dropped
+    inside = mask[:8, :8, :8].reshape(2, 4, 2, 4, 2, 4)
+    kept = blocks.any(axis=(1, 3, 5))
+    assert np.array_equal(blocks, inside & kept[:, None, :, None, :, None])
+
+
+def test_rigid_summaries_of_corrections():
+    from dmriprep_motion.motion import matrix_from_params, motion_parameters
+
+    sa = _load("shell_anchor")
+    params = np.array([[0.1, 0, 0, 0.01, 0, 0], [0.3, 0, 0, 0.03, 0, 0], [2.0, 0, 0, -0.2, 0, 0]])
+    found = sa.rigid_summaries(np.stack([matrix_from_params(p) for p in params]))
+    assert np.allclose(motion_parameters(found["mean"][None])[0], params.mean(axis=0))
+    assert np.allclose(motion_parameters(found["median"][None])[0], np.median(params, axis=0))
