@@ -73,6 +73,51 @@ def find_system_ants(path: str | None = None) -> str | None:
     return None
 
 
+def _scripts_folders() -> list[str]:
+    """Where this installation's console scripts may be: next to the running command, and the
+    interpreter's (and user's) scripts folders."""
+    import sysconfig
+
+    folders = [os.path.dirname(os.path.abspath(sys.argv[0]))] if sys.argv and sys.argv[0] else []
+    folders.append(sysconfig.get_path("scripts"))
+    try:
+        folders.append(sysconfig.get_path("scripts", f"{os.name}_user"))
+    except KeyError:  # no user scheme
+        pass
+    return [folder for folder in dict.fromkeys(folders) if folder]
+
+
+def add_scripts_to_path(folders: list[str] | None = None) -> str | None:
+    """Append our ``antsRegistration``'s folder to ``PATH`` when no ``antsRegistration`` is on it.
+
+    ``/path/to/env/bin/dmriprep-motion``, run without activating its environment (an absolute
+    path in a job script, ``pipx``), leaves the console script this package installs next to it
+    off ``PATH``, and Nipype runs ANTs by name.  Appended, not prepended: a real ANTs on ``PATH``
+    is found first, and nothing else on ``PATH`` is shadowed.  Child processes (Nipype's
+    workers, ANTs) inherit the change.
+
+    Parameters
+    ----------
+    folders : list of str, optional
+        Where to look (default: :func:`_scripts_folders`).
+
+    Returns
+    -------
+    str or None
+        The folder appended to ``PATH``, or None (an ``antsRegistration`` is already on
+        ``PATH``, or none of ours was found).
+    """
+    path = os.environ.get("PATH", "")
+    if any(_which_in(folder) for folder in path.split(os.pathsep) if folder):
+        return None
+    for folder in _scripts_folders() if folders is None else folders:
+        candidate = _which_in(folder)
+        if candidate and _is_our_script(candidate):
+            os.environ["PATH"] = os.pathsep.join([path, folder]) if path else folder
+            return folder
+    return None
+
+
 def load_ants_library() -> ModuleType:
     """Load antspyx's compiled extension without importing the ``ants`` package."""
     # sys.path's finder (importlib.util, with the meta path's other finders, costs 5 ms more)

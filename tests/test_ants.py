@@ -109,3 +109,31 @@ def test_system_backend_without_ants_fails(monkeypatch):
     monkeypatch.setenv(ants.ENV_BACKEND, "system")
     proc = subprocess.run(["antsRegistration", "--version"], capture_output=True, text=True, check=False)
     assert proc.returncode == 127 and "no real antsRegistration" in proc.stderr
+
+
+def test_own_ants_added_to_path_only_when_none_is_on_it(monkeypatch, tmp_path):
+    """``/env/bin/dmriprep-motion`` run without its environment on PATH finds its own ANTs."""
+    ours = str(Path(shutil.which("antsRegistration")).parent)
+    monkeypatch.setenv("PATH", os.pathsep.join(["/usr/bin", "/bin"]))
+    assert shutil.which("antsRegistration") is None
+    assert ants.add_scripts_to_path() == ours  # the interpreter's scripts folder
+    assert os.environ["PATH"].split(os.pathsep) == ["/usr/bin", "/bin", ours]  # appended
+    assert ants.add_scripts_to_path() is None  # now on PATH: nothing more
+    fake = _fake_ants(tmp_path / "bin")  # a real ANTs on PATH is left alone
+    monkeypatch.setenv("PATH", os.pathsep.join([str(fake.parent), "/usr/bin"]))
+    assert ants.add_scripts_to_path([ours]) is None
+    assert os.environ["PATH"] == f"{fake.parent}{os.pathsep}/usr/bin"
+    monkeypatch.setenv("PATH", "/usr/bin")  # only our console script is added, not another ANTs
+    assert ants.add_scripts_to_path([str(fake.parent)]) is None and os.environ["PATH"] == "/usr/bin"
+
+
+def test_run_finds_its_own_ants_off_path(monkeypatch, caplog):
+    from dmriprep_motion.cli import run
+
+    ours = str(Path(shutil.which("antsRegistration")).parent)
+    monkeypatch.setenv("PATH", os.pathsep.join(["/usr/bin", "/bin"]))
+    monkeypatch.delenv(ants.ENV_BACKEND, raising=False)
+    with caplog.at_level("INFO", logger="dmriprep_motion"):
+        run._log_ants()
+    assert f"installed with dmriprep-motion, in {ours}" in caplog.text
+    assert "ANTs: " in caplog.text and "antspyx backend" in caplog.text

@@ -251,6 +251,13 @@ def test_entry_points_from_a_wheel_in_a_fresh_venv(tmp_path):
         capture_output=True, text=True, env=env, check=True, cwd=tmp_path,
     ).stdout.split()  # fmt: skip
     assert described == ["antspyx", str(bindir / "antsRegistration")]
+    # Run by absolute path without the environment on PATH, it still finds its own ANTs.
+    found = subprocess.run(
+        [str(python), "-c", "from dmriprep_motion.ants import add_scripts_to_path, describe_ants; "
+         "print(add_scripts_to_path(), describe_ants()['executable'])"],
+        capture_output=True, text=True, env={**env, "PATH": "/usr/bin:/bin"}, check=True, cwd=tmp_path,
+    ).stdout.split()  # fmt: skip
+    assert found == [str(bindir), str(bindir / "antsRegistration")]
     # And the BIDS-Apps usage error of the entry point (no arguments) is what the container returns.
     usage = subprocess.run(["dmriprep-motion"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert usage.returncode == 64 and "usage: dmriprep-motion" in usage.stderr

@@ -141,13 +141,21 @@ def _request_resources(workflow, plugin: str, plugin_args: dict, source: Path | 
 
 
 def _log_ants() -> None:
-    from dmriprep_motion.ants import describe_ants
+    from dmriprep_motion.ants import add_scripts_to_path, describe_ants
 
+    added = add_scripts_to_path()
+    if added:
+        LOGGER.info(
+            "antsRegistration is not on PATH: using the one installed with dmriprep-motion, in %s", added
+        )
     info = describe_ants()
     if info["backend"] == "missing":
         from dmriprep_motion.bids import InputError
 
-        raise InputError("antsRegistration is not on PATH (reinstall dmriprep-motion)", EXIT_FAILURE)
+        raise InputError(
+            "antsRegistration is not on PATH, nor installed next to dmriprep-motion (reinstall it)",
+            EXIT_FAILURE,
+        )
     LOGGER.info(
         "ANTs: %s runs %s (%s backend), version %s",
         info["executable"],
