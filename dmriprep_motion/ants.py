@@ -91,7 +91,7 @@ def add_scripts_to_path(folders: list[str] | None = None) -> str | None:
     """Append our ``antsRegistration``'s folder to ``PATH`` when no ``antsRegistration`` is on it.
 
     ``/path/to/env/bin/dmriprep-motion``, run without activating its environment (an absolute
-    path in a job script, ``pipx``), leaves the console script this package installs next to it
+    path in a job script), leaves the console script this package installs next to it
     off ``PATH``, and Nipype runs ANTs by name.  Appended, not prepended: a real ANTs on ``PATH``
     is found first, and nothing else on ``PATH`` is shadowed.  Child processes (Nipype's
     workers, ANTs) inherit the change.
