@@ -38,6 +38,8 @@ from collections.abc import Iterator
 import numpy as np
 from nipype.pipeline.plugins.multiproc import MultiProcPlugin
 
+from dmriprep_motion import termination
+
 #: Longest wait (s) for a node to finish before the loop checks again anyway.
 MAX_WAIT = 0.5
 
@@ -107,6 +109,7 @@ class WakefulMultiProcPlugin(MultiProcPlugin):
         return self._taskid, int(np.sum(self.proc_done)), int(np.sum(self.proc_pending)), len(self.procs)
 
     def _send_procs_to_workers(self, updatehash=False, graph=None):
+        termination.check()  # SIGTERM's exception may have been swallowed (termination.py)
         before = self._state()
         super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
         if self._state() != before:

@@ -205,3 +205,29 @@ def test_worker_threads_caps_blas_in_forked_workers_and_restores(monkeypatch):
     assert _blas_threads() == (before, "7") and "OMP_NUM_THREADS" not in os.environ
     with pytest.raises(ValueError, match="at least 1"), worker_threads(0):
         pass
+
+
+def test_scheduler_stops_at_the_next_round_once_told(tmp_path, monkeypatch):
+    """A SIGTERM whose exception was swallowed still stops the run: the loop checks the flag."""
+    import threading
+
+    from dmriprep_motion import termination
+
+    stop = threading.Event()  # not the process's own flag (its watchdog would end pytest)
+    monkeypatch.setattr(termination, "STOP", stop)
+
+    class _StopsAfterTwo(WakefulMultiProcPlugin):
+        rounds = 0
+
+        def _send_procs_to_workers(self, updatehash=False, graph=None):
+            type(self).rounds += 1
+            if type(self).rounds == 2:
+                stop.set()
+            super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
+
+    start = datetime.now().timestamp()
+    with pytest.raises(termination.Terminated):
+        _chain(tmp_path, length=4, seconds=0.5).run(plugin=_StopsAfterTwo(plugin_args={"n_procs": 2}))
+    assert _StopsAfterTwo.rounds == 2
+    assert datetime.now().timestamp() - start < 1.8  # the 2 s chain did not run to its end
+    assert not (tmp_path / "chain" / "n3" / "result_n3.pklz").exists()

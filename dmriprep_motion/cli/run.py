@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from dmriprep_motion import termination
 from dmriprep_motion.cli.parser import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -22,6 +23,7 @@ from dmriprep_motion.cli.parser import (
 )
 
 LOGGER = logging.getLogger("dmriprep_motion")
+Terminated = termination.Terminated
 #: Threads of the nodes that resample a whole series (at most: they gain little beyond).
 SERIES_MAX_THREADS = 4
 
@@ -366,10 +368,6 @@ def _build(opts, runs, bids_dir: Path, output_dir: Path, work_dir: Path):
     )
 
 
-class Terminated(BaseException):
-    """SIGTERM received (raised in the main process; not an ``Exception`` so nothing swallows it)."""
-
-
 _MAIN_PID: int | None = None
 
 
@@ -402,18 +400,26 @@ def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signatu
     ``antsRegistration`` children) running as orphans.  Workers inherit the
     handler and simply exit; the main process terminates its descendants, then
     raises :class:`Terminated`.  Finished steps are kept in the work directory.
+    Where Python swallows that exception (in a finalizer), :mod:`dmriprep_motion.termination`
+    stops the run anyway.
     """
     if os.getpid() != _MAIN_PID:
         os._exit(128 + signum)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    termination.STOP.set()
     # The process pool then reports its killed workers from a callback thread: expected, not news.
     logging.getLogger("concurrent.futures").disabled = True
+    _stop_descendants()
+    raise Terminated
+
+
+def _stop_descendants() -> None:
+    """SIGTERM to every descendant of this process."""
     for pid in _descendants(os.getpid()):
         try:
             os.kill(pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
-    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -421,6 +427,8 @@ def main(argv: list[str] | None = None) -> None:
     global _MAIN_PID
     argv = list(sys.argv[1:] if argv is None else argv)
     _MAIN_PID = os.getpid()
+    termination.start_watchdog(EXIT_TERMINATED, cleanup=_stop_descendants)
+    termination.quiet_unraisable()
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if argv[:1] == ["demo"]:
@@ -429,6 +437,7 @@ def main(argv: list[str] | None = None) -> None:
             code = demo(argv[1:])
         else:
             code = run(argv)
+        termination.check()  # a SIGTERM whose exception was swallowed on the way
     except KeyboardInterrupt:
         LOGGER.error("interrupted; re-run with the same --work-dir to resume")
         code = EXIT_INTERRUPTED

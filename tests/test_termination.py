@@ -1,0 +1,67 @@
+"""SIGTERM stops the command even where Python swallows the exception its handler raises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+#: The command's ``run`` replaced by one that receives SIGTERM inside a finalizer, where Python
+#: drops the handler's exception (and prints "Exception ignored"), then returns 0 or hangs.
+SCRIPT = """
+import os, signal, sys, time
+from dmriprep_motion import termination
+from dmriprep_motion.cli import run as cli
+
+termination.GRACE = 1.0
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100_000):  # the Python-level handler runs here
+            pass
+
+def fake_run(argv):
+    Finalized()  # dropped at once: its __del__ runs
+    print("after the signal", flush=True)
+    while argv == ["hang"]:
+        time.sleep(0.05)
+    return 0
+
+cli.run = fake_run
+cli.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("how", ["returns", "hang"])
+def test_swallowed_sigterm_still_ends_with_143(how):
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, how], capture_output=True, text=True, timeout=60, check=False
+    )
+    elapsed = time.monotonic() - start
+    assert "after the signal" in proc.stdout  # the handler's exception was dropped: the run went on
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert proc.returncode == 143, proc.stderr
+    if how == "hang":  # ended by the watchdog, GRACE (1 s) after the signal
+        assert "still running 1 s after SIGTERM: stopped" in proc.stderr
+        assert elapsed < 20
+    else:  # the command noticed when the run returned
+        assert "terminated (SIGTERM)" in proc.stderr
+
+
+def test_other_dropped_exceptions_are_still_printed():
+    code = (
+        "from dmriprep_motion import termination\n"
+        "termination.quiet_unraisable()\n"
+        "class Broken:\n"
+        "    def __del__(self):\n"
+        "        raise ValueError('from a finalizer')\n"
+        "Broken()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0 and "Exception ignored" in proc.stderr and "from a finalizer" in proc.stderr
