@@ -12,11 +12,15 @@ callback).  So the handler also sets :data:`STOP`, which
 
 - the scheduler checks at every round (:class:`~dmriprep_motion.engine.WakefulMultiProcPlugin`,
   at most ``MAX_WAIT`` s apart), raising :class:`Terminated` again;
-- the command checks when the run returns, and exits 143 whatever the run returned;
+- the command checks when the run returns, and exits 143 whatever the run returned (nodes
+  failing because their workers were stopped are not reported as a processing failure);
 - :func:`quiet_unraisable` keeps the dropped exception from printing a traceback;
 - a watchdog thread (:func:`start_watchdog`) ends the process with exit code 143 if it is still
   alive :data:`GRACE` seconds later (outputs are written atomically, so nothing left behind
   looks complete).
+
+Once the run is over, the command ignores SIGTERM: in the interpreter's teardown Python restores
+the default action of a handled signal, and a SIGTERM there ended a finished run with -15.
 
 Imports nothing heavy: the command line imports it before Nipype.
 """

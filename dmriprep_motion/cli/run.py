@@ -321,6 +321,7 @@ def _run(opts) -> int:
         with worker_threads(opts.omp_nthreads):  # BLAS of every worker: --omp-nthreads
             workflow.run(**_runner(plugin, plugin_args))
     except Exception as err:  # noqa: BLE001 - Nipype reports failures as RuntimeError with crash files
+        termination.check()  # nodes whose workers SIGTERM stopped: not a failure to report
         logs = ", ".join(str(output_dir / f"sub-{s}" / "log") for s in runs)
         LOGGER.error("processing failed (%s); crash reports in %s", str(err).splitlines()[0], logs)
         _write_reports_after_failure(runs, output_dir, work_dir, citation_html)
@@ -438,7 +439,11 @@ def main(argv: list[str] | None = None) -> None:
         else:
             code = run(argv)
         termination.check()  # a SIGTERM whose exception was swallowed on the way
+        # The run is over: a later SIGTERM changes nothing (during the interpreter's teardown,
+        # where Python restores the default action, it would end the process with -15).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         LOGGER.error("interrupted; re-run with the same --work-dir to resume")
         code = EXIT_INTERRUPTED
     except Terminated:
