@@ -154,6 +154,33 @@ def test_kill_and_resume(dataset, reference, tmp_path):
     print(f"uninterrupted {reference[1]:.1f} s; last resume {resumed:.1f} s")
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_quietly(dataset, tmp_path):
+    """Ctrl-C reaches every process of the terminal's group: exit 130, one line, no worker
+    tracebacks, nothing left running, no desc-preproc file."""
+    bids, _ = dataset
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = subprocess.Popen(
+        _cmd(bids, out, work, "--participant-label", "01"),
+        env=_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    while len(_registrations(work)) < 2:
+        assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "timed out waiting for registrations"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # as the terminal does
+    code = proc.wait(timeout=120)
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert code == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1].endswith("interrupted; re-run with the same --work-dir to resume")
+    time.sleep(1)
+    assert not _processes_of(work), "processes left running after Ctrl-C"
+    assert not list(out.rglob("*desc-preproc*"))
+
+
 def _processes_of(work: Path) -> list[int]:
     """Processes whose command line mentions ``work`` (a run that should have ended)."""
     alive = []

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-#: The command's ``run`` replaced by one that receives SIGTERM inside a finalizer, where Python
-#: drops the handler's exception (and prints "Exception ignored"), then returns 0 or hangs.
+#: The command's ``run`` replaced by one that receives a signal (SIGTERM or SIGINT) inside a
+#: finalizer, where Python drops the handler's exception (and prints "Exception ignored"), then
+#: returns 0 or hangs.
 SCRIPT = """
 import os, signal, sys, time
 from dmriprep_motion import termination
@@ -19,14 +20,14 @@ termination.GRACE = 1.0
 
 class Finalized:
     def __del__(self):
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), getattr(signal, sys.argv[2]))
         for _ in range(100_000):  # the Python-level handler runs here
             pass
 
 def fake_run(argv):
     Finalized()  # dropped at once: its __del__ runs
     print("after the signal", flush=True)
-    while argv == ["hang"]:
+    while argv[0] == "hang":
         time.sleep(0.05)
     return 0
 
@@ -35,21 +36,22 @@ cli.main(sys.argv[1:])
 """
 
 
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
 @pytest.mark.parametrize("how", ["returns", "hang"])
-def test_swallowed_sigterm_still_ends_with_143(how):
+def test_swallowed_signal_still_stops_the_command(how, name, code):
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, how], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", SCRIPT, how, name], capture_output=True, text=True, timeout=60, check=False
     )
     elapsed = time.monotonic() - start
     assert "after the signal" in proc.stdout  # the handler's exception was dropped: the run went on
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
-    assert proc.returncode == 143, proc.stderr
+    assert proc.returncode == code, proc.stderr
     if how == "hang":  # ended by the watchdog, GRACE (1 s) after the signal
-        assert "still running 1 s after SIGTERM: stopped" in proc.stderr
+        assert f"still running 1 s after {name}: stopped" in proc.stderr
         assert elapsed < 20
     else:  # the command noticed when the run returned
-        assert "terminated (SIGTERM)" in proc.stderr
+        assert ("terminated (SIGTERM)" if name == "SIGTERM" else "interrupted;") in proc.stderr
 
 
 def test_other_dropped_exceptions_are_still_printed():
@@ -67,14 +69,15 @@ def test_other_dropped_exceptions_are_still_printed():
     assert proc.returncode == 0 and "Exception ignored" in proc.stderr and "from a finalizer" in proc.stderr
 
 
-def test_sigterm_after_the_run_leaves_its_exit_code():
-    """A SIGTERM while the finished command exits (at-exit callbacks, the interpreter's teardown)
+def test_signal_after_the_run_leaves_its_exit_code():
+    """A SIGTERM (or SIGINT) while the finished command exits (at-exit callbacks, the interpreter's teardown)
     neither raises nor ends the process with -15."""
     code = (
         "import atexit, os, signal, sys, time\n"
         "from dmriprep_motion.cli import run as cli\n"
         "def late():\n"
-        "    print('ignored' if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN else 'handled')\n"
+        "    for sig in (signal.SIGTERM, signal.SIGINT):\n"
+        "        print('ignored' if signal.getsignal(sig) is signal.SIG_IGN else 'handled')\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    time.sleep(0.2)\n"
         "atexit.register(late)\n"
@@ -87,4 +90,4 @@ def test_sigterm_after_the_run_leaves_its_exit_code():
     assert proc.returncode == 0 and "Terminated" not in proc.stderr, proc.stderr
     # ignored, not handled: Python keeps an ignored signal ignored through its teardown, where it
     # restores the default action of a handled one (SIGTERM there ended finished runs with -15)
-    assert proc.stdout.split() == ["ignored"]
+    assert proc.stdout.split() == ["ignored", "ignored"]

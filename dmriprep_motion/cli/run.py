@@ -394,24 +394,31 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
-    """Stop the whole process tree on SIGTERM (batch schedulers, ``timeout``, ``kill``).
+def _on_signal(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    """Stop the whole process tree on SIGTERM (batch schedulers, ``timeout``, ``kill``) or
+    SIGINT (Ctrl-C).
 
-    Without this, Python dies at once and leaves MultiProc workers (and their
-    ``antsRegistration`` children) running as orphans.  Workers inherit the
-    handler and simply exit; the main process terminates its descendants, then
-    raises :class:`Terminated`.  Finished steps are kept in the work directory.
+    Without this, Python dies at once on SIGTERM and leaves MultiProc workers (and their
+    ``antsRegistration`` children) running as orphans, and Ctrl-C, which the terminal sends
+    to every process of the group, prints a traceback from every worker.  Workers inherit the
+    handler: they exit on SIGTERM and ignore SIGINT.  The main process terminates its
+    descendants, then raises :class:`Terminated` (SIGTERM) or :class:`KeyboardInterrupt`
+    (SIGINT); a second Ctrl-C ends it at once.  Finished steps are kept in the work directory.
     Where Python swallows that exception (in a finalizer), :mod:`dmriprep_motion.termination`
     stops the run anyway.
     """
-    if os.getpid() != _MAIN_PID:
+    if os.getpid() != _MAIN_PID:  # a worker: the main process stops it
+        if signum != signal.SIGINT:
+            os._exit(128 + signum)
+        return
+    if termination.STOP.is_set():  # a second signal: no more waiting
+        _stop_descendants()
         os._exit(128 + signum)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    termination.STOP.set()
+    termination.request(signum)
     # The process pool then reports its killed workers from a callback thread: expected, not news.
     logging.getLogger("concurrent.futures").disabled = True
     _stop_descendants()
-    raise Terminated
+    raise termination.exception(signum)
 
 
 def _stop_descendants() -> None:
@@ -428,9 +435,10 @@ def main(argv: list[str] | None = None) -> None:
     global _MAIN_PID
     argv = list(sys.argv[1:] if argv is None else argv)
     _MAIN_PID = os.getpid()
-    termination.start_watchdog(EXIT_TERMINATED, cleanup=_stop_descendants)
+    termination.start_watchdog(cleanup=_stop_descendants)
     termination.quiet_unraisable()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
         if argv[:1] == ["demo"]:
             from dmriprep_motion.cli.demo import main as demo
@@ -438,18 +446,25 @@ def main(argv: list[str] | None = None) -> None:
             code = demo(argv[1:])
         else:
             code = run(argv)
-        termination.check()  # a SIGTERM whose exception was swallowed on the way
-        # The run is over: a later SIGTERM changes nothing (during the interpreter's teardown,
-        # where Python restores the default action, it would end the process with -15).
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        termination.check()  # a signal whose exception was swallowed on the way
+        _ignore_signals()
     except KeyboardInterrupt:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_signals()
         LOGGER.error("interrupted; re-run with the same --work-dir to resume")
         code = EXIT_INTERRUPTED
     except Terminated:
+        _ignore_signals()
         LOGGER.error("terminated (SIGTERM); re-run with the same --work-dir to resume")
         code = EXIT_TERMINATED
     sys.exit(code)
+
+
+def _ignore_signals() -> None:
+    """The run is over: a later SIGTERM or SIGINT changes nothing (in the interpreter's
+    teardown, where Python restores the default action of a handled signal, it would end the
+    process with -15 or -2)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 __all__ = ["main", "run", "EXIT_VALIDATION"]
