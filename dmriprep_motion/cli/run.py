@@ -400,7 +400,7 @@ def _on_signal(signum, frame) -> None:  # noqa: ARG001 - signal handler signatur
 
     Without this, Python dies at once on SIGTERM and leaves MultiProc workers (and their
     ``antsRegistration`` children) running as orphans, and Ctrl-C, which the terminal sends
-    to every process of the group, prints a traceback from every worker.  Workers inherit the
+    to every process of the group, printed tracebacks from the workers.  Workers inherit the
     handler: they exit on SIGTERM and ignore SIGINT.  The main process terminates its
     descendants, then raises :class:`Terminated` (SIGTERM) or :class:`KeyboardInterrupt`
     (SIGINT); a second Ctrl-C ends it at once.  Finished steps are kept in the work directory.
