@@ -36,13 +36,18 @@ cli.main(sys.argv[1:])
 """
 
 
+def _python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``python -c code args...`` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 @pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
 @pytest.mark.parametrize("how", ["returns", "hang"])
 def test_swallowed_signal_still_stops_the_command(how, name, code):
     start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, how, name], capture_output=True, text=True, timeout=60, check=False
-    )
+    proc = _python(SCRIPT, how, name)
     elapsed = time.monotonic() - start
     assert "after the signal" in proc.stdout  # the handler's exception was dropped: the run went on
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
@@ -63,15 +68,13 @@ def test_other_dropped_exceptions_are_still_printed():
         "        raise ValueError('from a finalizer')\n"
         "Broken()\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    proc = _python(code)
     assert proc.returncode == 0 and "Exception ignored" in proc.stderr and "from a finalizer" in proc.stderr
 
 
 def test_signal_after_the_run_leaves_its_exit_code():
-    """A SIGTERM (or SIGINT) while the finished command exits (at-exit callbacks, the interpreter's teardown)
-    neither raises nor ends the process with -15."""
+    """A SIGTERM (or SIGINT) while the finished command exits (at-exit callbacks, the
+    interpreter's teardown) neither raises nor ends the process with -15 (-2)."""
     code = (
         "import atexit, os, signal, sys, time\n"
         "from dmriprep_motion.cli import run as cli\n"
@@ -84,9 +87,7 @@ def test_signal_after_the_run_leaves_its_exit_code():
         "cli.run = lambda argv: 0\n"
         "cli.main([])\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    proc = _python(code)
     assert proc.returncode == 0 and "Terminated" not in proc.stderr, proc.stderr
     # ignored, not handled: Python keeps an ignored signal ignored through its teardown, where it
     # restores the default action of a handled one (SIGTERM there ended finished runs with -15)
