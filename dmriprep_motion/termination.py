@@ -39,7 +39,7 @@ from collections.abc import Callable
 STOP = threading.Event()
 #: The signal that stopped the run.
 _SIGNUM = 0
-#: Seconds between SIGTERM and the watchdog ending a process that has not stopped.
+#: Seconds between the signal and the watchdog ending a process that has not stopped.
 GRACE = 15.0
 
 
@@ -87,7 +87,7 @@ def start_watchdog(cleanup: Callable[[], None] | None = None) -> threading.Threa
         os.write(2, f"dmriprep-motion: still running {GRACE:g} s after {name}: stopped\n".encode())
         os._exit(128 + _SIGNUM)
 
-    _WATCHDOG = threading.Thread(target=watch, name="sigterm-watchdog", daemon=True)
+    _WATCHDOG = threading.Thread(target=watch, name="stop-watchdog", daemon=True)
     _WATCHDOG.start()
     return _WATCHDOG
 
