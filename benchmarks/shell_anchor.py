@@ -61,6 +61,24 @@ def _last_pass(wf: Path) -> int:
     return max(int(p.name[8:10]) for p in wf.glob("hmc_pass*_wf"))
 
 
+def _anchor_inputs(run: Path) -> tuple:
+    """What the shell anchor of the run in folder ``run`` started from: the folder of its shell
+    means, the b0 reference, the brain mask and its affine, the b-values, their shell labels
+    and the last pass's transforms."""
+    from nipype.utils.filemanip import loadpkl
+
+    from dmriprep_motion.gradients import shell_labels
+
+    wf = _workflow_dir(run)
+    means_dir = wf / "shell_anchor_wf" / "shell_means"
+    reference = _load(loadpkl(means_dir / "_inputs.pklz")["in_reference"])
+    mask_img = nb.load(wf / "dwi_reference_wf" / "mask" / "brain_mask.nii.gz")
+    bvals = np.loadtxt(run / "bids" / "sub-01" / "dwi" / "sub-01_dwi.bval")
+    last = np.load(pass_transform(wf, _last_pass(wf)))
+    mask = np.asanyarray(mask_img.dataobj) > 0
+    return means_dir, reference, mask, mask_img.affine, bvals, shell_labels(bvals), last
+
+
 def octant_masks(mask: np.ndarray) -> Iterator[np.ndarray]:
     """``mask`` less each of its eight octants in turn (split at the centroid of its voxels)."""
     ijk = np.argwhere(mask)
@@ -96,16 +114,7 @@ def rigid_summaries(matrices: np.ndarray) -> dict[str, np.ndarray]:
 def lowest_shell_variants(run: Path) -> dict:
     """The last pass's transforms, shell labels and the corrections of the lowest shell (label 1)
     by the packaged registration and the ``--lowest`` variants of the run in folder ``run``."""
-    from nipype.utils.filemanip import loadpkl
-
-    from dmriprep_motion.gradients import shell_labels
-
-    wf = _workflow_dir(run)
-    means_dir = wf / "shell_anchor_wf" / "shell_means"
-    reference = _load(loadpkl(means_dir / "_inputs.pklz")["in_reference"])
-    mask_img = nb.load(wf / "dwi_reference_wf" / "mask" / "brain_mask.nii.gz")
-    mask, affine = np.asanyarray(mask_img.dataobj) > 0, mask_img.affine
-    labels = shell_labels(np.loadtxt(run / "bids" / "sub-01" / "dwi" / "sub-01_dwi.bval"))
+    means_dir, reference, mask, affine, _, labels, last = _anchor_inputs(run)
     mean = _load(means_dir / "shell01_mean.nii")
     variants = {"packaged (grid)": {1: ants_rigid(reference, mean, mask, affine, seeds=())}}
     for tag, subsets in (("octants", octant_masks(mask)), ("blocks", block_masks(mask))):
@@ -118,26 +127,16 @@ def lowest_shell_variants(run: Path) -> dict:
     )
     for how, correction in rigid_summaries(found).items():
         variants[f"per volume, {how}"] = {1: correction}
-    last = np.load(pass_transform(wf, _last_pass(wf)))
     return {"last": last, "labels": labels, "variants": variants}
 
 
 def anchor_variants(run: Path) -> dict:
     """The last pass's transforms (``last``), shell labels (``labels``) and, per variant, the
     correction of each shell (``variants``: name -> {label: 4x4}) of the run in folder ``run``."""
-    from nipype.utils.filemanip import loadpkl
-
-    from dmriprep_motion.gradients import shell_bvalues, shell_labels
+    from dmriprep_motion.gradients import shell_bvalues
     from dmriprep_motion.interfaces.transforms import _median_correction, anchor_targets
 
-    wf = _workflow_dir(run)
-    means_dir = wf / "shell_anchor_wf" / "shell_means"
-    reference = _load(loadpkl(means_dir / "_inputs.pklz")["in_reference"])
-    mask_img = nb.load(wf / "dwi_reference_wf" / "mask" / "brain_mask.nii.gz")
-    mask, affine = np.asanyarray(mask_img.dataobj) > 0, mask_img.affine
-    bvals = np.loadtxt(run / "bids" / "sub-01" / "dwi" / "sub-01_dwi.bval")
-    labels = shell_labels(bvals)
-    last = np.load(pass_transform(wf, _last_pass(wf)))
+    means_dir, reference, mask, affine, bvals, labels, last = _anchor_inputs(run)
     shells = range(1, labels.max() + 1)
     means = {label: _load(means_dir / f"shell{label:02d}_mean.nii") for label in shells}
     targets = anchor_targets(shell_bvalues(bvals), "auto")
