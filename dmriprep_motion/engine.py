@@ -109,7 +109,7 @@ class WakefulMultiProcPlugin(MultiProcPlugin):
         return self._taskid, int(np.sum(self.proc_done)), int(np.sum(self.proc_pending)), len(self.procs)
 
     def _send_procs_to_workers(self, updatehash=False, graph=None):
-        termination.check()  # SIGTERM's exception may have been swallowed (termination.py)
+        termination.check()  # a stop signal's exception may have been swallowed (termination.py)
         before = self._state()
         super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
         if self._state() != before:

@@ -321,7 +321,7 @@ def _run(opts) -> int:
         with worker_threads(opts.omp_nthreads):  # BLAS of every worker: --omp-nthreads
             workflow.run(**_runner(plugin, plugin_args))
     except Exception as err:  # noqa: BLE001 - Nipype reports failures as RuntimeError with crash files
-        termination.check()  # nodes whose workers SIGTERM stopped: not a failure to report
+        termination.check()  # nodes whose workers a stop signal ended: not a failure to report
         logs = ", ".join(str(output_dir / f"sub-{s}" / "log") for s in runs)
         LOGGER.error("processing failed (%s); crash reports in %s", str(err).splitlines()[0], logs)
         _write_reports_after_failure(runs, output_dir, work_dir, citation_html)
