@@ -61,16 +61,15 @@ def _which_in(folder: str) -> str | None:
     return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
 
 
+def _every_ants(folders: list[str]) -> list[str]:
+    """Every ``antsRegistration`` in ``folders``, in their order (empty entries skipped)."""
+    return [candidate for folder in folders if folder and (candidate := _which_in(folder))]
+
+
 def find_system_ants(path: str | None = None) -> str | None:
     """Return the first real ``antsRegistration`` on ``PATH`` (not our shim)."""
     search = os.environ.get("PATH", "") if path is None else path
-    for folder in search.split(os.pathsep):
-        if not folder:
-            continue
-        candidate = _which_in(folder)
-        if candidate and not _is_our_script(candidate):
-            return candidate
-    return None
+    return next((c for c in _every_ants(search.split(os.pathsep)) if not _is_our_script(c)), None)
 
 
 def _scripts_folders() -> list[str]:
@@ -108,7 +107,7 @@ def add_scripts_to_path(folders: list[str] | None = None) -> str | None:
         ``PATH``, or none of ours was found).
     """
     path = os.environ.get("PATH", "")
-    if any(_which_in(folder) for folder in path.split(os.pathsep) if folder):
+    if _every_ants(path.split(os.pathsep)):
         return None
     for folder in _scripts_folders() if folders is None else folders:
         candidate = _which_in(folder)
