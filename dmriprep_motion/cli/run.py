@@ -23,7 +23,6 @@ from dmriprep_motion.cli.parser import (
 )
 
 LOGGER = logging.getLogger("dmriprep_motion")
-Terminated = termination.Terminated
 #: Threads of the nodes that resample a whole series (at most: they gain little beyond).
 SERIES_MAX_THREADS = 4
 
@@ -402,10 +401,10 @@ def _on_signal(signum, frame) -> None:  # noqa: ARG001 - signal handler signatur
     ``antsRegistration`` children) running as orphans, and Ctrl-C, which the terminal sends
     to every process of the group, printed tracebacks from the workers.  Workers inherit the
     handler: they exit on SIGTERM and ignore SIGINT.  The main process terminates its
-    descendants, then raises :class:`Terminated` (SIGTERM) or :class:`KeyboardInterrupt`
-    (SIGINT); a second Ctrl-C ends it at once.  Finished steps are kept in the work directory.
-    Where Python swallows that exception (in a finalizer), :mod:`dmriprep_motion.termination`
-    stops the run anyway.
+    descendants, then raises :class:`~dmriprep_motion.termination.Terminated` (SIGTERM) or
+    :class:`KeyboardInterrupt` (SIGINT); a second Ctrl-C ends it at once.  Finished steps are
+    kept in the work directory.  Where Python swallows that exception (in a finalizer),
+    :mod:`dmriprep_motion.termination` stops the run anyway.
     """
     if os.getpid() != _MAIN_PID:  # a worker: the main process stops it
         if signum != signal.SIGINT:
@@ -452,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
         _ignore_signals()
         LOGGER.error("interrupted; re-run with the same --work-dir to resume")
         code = EXIT_INTERRUPTED
-    except Terminated:
+    except termination.Terminated:
         _ignore_signals()
         LOGGER.error("terminated (SIGTERM); re-run with the same --work-dir to resume")
         code = EXIT_TERMINATED
